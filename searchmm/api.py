@@ -1,0 +1,301 @@
+"""The public Python API: an `Engine` over one index directory.
+
+    from searchmm import Engine, ModelSpec
+    with Engine("./indexes") as engine:
+        engine.ingest(["./photos"])
+        for hit in engine.search_text("a cat on a couch", k=5):
+            print(hit.rank, hit.score, hit.path)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import DEFAULT_BATCH_SIZE, DEFAULT_EXACT_THRESHOLD, DEFAULT_K, resolve_index_dir
+from .encoders import Encoder, ModelSpec, load_encoder
+from .errors import LockedError, ModelMismatchError, SearchmmError
+from .indexing import IndexSet, index_path
+from .ingest import IngestOptions, Ingestor, IngestSummary
+from .search import Hit, image_vector, search_index, target_kind, text_vector
+from .store import DB_FILENAME, KINDS, ModelRecord, Store
+
+LOCK_FILENAME = ".write.lock"
+
+
+@dataclass
+class Stats:
+    index_dir: str
+    model: dict[str, Any] | None
+    items: dict[str, dict[str, int]]
+    indexes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    store_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index_dir": self.index_dir,
+            "model": self.model,
+            "items": self.items,
+            "indexes": self.indexes,
+            "store_bytes": self.store_bytes,
+        }
+
+
+def _spec_from_record(record: ModelRecord) -> ModelSpec:
+    return ModelSpec(
+        name=record.name,
+        pretrained=record.pretrained,
+        config_json=record.config_json,
+        checkpoint_digest=record.checkpoint_digest,
+        seed=record.seed,
+    )
+
+
+class Engine:
+    """One index directory: its SQLite store, its one model and its FAISS indexes.
+
+    `model` is needed only for the first ingest (later the recorded model is used); giving a
+    different one for an existing store raises `ModelMismatchError`.
+    """
+
+    def __init__(
+        self,
+        index_dir: str | os.PathLike[str] | None = None,
+        *,
+        model: ModelSpec | None = None,
+        device: str | None = None,
+        exact_threshold: int = DEFAULT_EXACT_THRESHOLD,
+    ) -> None:
+        self.index_dir = resolve_index_dir(index_dir)
+        self.requested_model = model
+        self.device = device
+        self.exact_threshold = exact_threshold
+        self._store: Store | None = None
+        self._encoder: Encoder | None = None
+        self._indexes: IndexSet | None = None
+        self._lock = threading.Lock()  # one thread at a time loads the model or an index
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self._indexes = None
+
+    # -- lazily opened parts ---------------------------------------------------------------
+
+    def _open_store(self, *, create: bool) -> Store:
+        if self._store is None:
+            self._store = Store(self.index_dir, create=create)
+        return self._store
+
+    @property
+    def model(self) -> ModelSpec:
+        """The store's model, or the requested (else default) one for a new store."""
+        record = self._open_store(create=False).get_model() if self._db_exists() else None
+        if record is None:
+            return self.requested_model or ModelSpec()
+        recorded = _spec_from_record(record)
+        wanted = self.requested_model
+        if wanted is not None and wanted.identity() != recorded.identity():
+            raise ModelMismatchError(
+                f"{self.index_dir} holds vectors of {recorded.describe()}; refusing to mix in "
+                f"{wanted.describe()}: use another --index-dir, or leave out the model options"
+            )
+        return wanted or recorded  # a requested checkpoint may have moved: same digest, new path
+
+    @property
+    def encoder(self) -> Encoder:
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = load_encoder(self.model, self.device)
+            return self._encoder
+
+    def _db_exists(self) -> bool:
+        return self._store is not None or (self.index_dir / DB_FILENAME).exists()
+
+    def _index_set(self) -> IndexSet:
+        store = self._open_store(create=False)
+        if self._indexes is None:
+            record = store.get_model()
+            if record is None:
+                raise SearchmmError(f"the index at {self.index_dir} is empty: run `searchmm ingest PATH` first")
+            self._indexes = IndexSet(store, self.index_dir, record.dim, exact_threshold=self.exact_threshold)
+        return self._indexes
+
+    @contextlib.contextmanager
+    def writing(self, wait: float = 0.0) -> Iterator[Store]:
+        """Hold the directory's write lock (one writer at a time; readers never wait)."""
+        from filelock import FileLock, Timeout
+
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.index_dir / LOCK_FILENAME)
+        try:
+            lock.acquire(timeout=wait)
+        except Timeout:
+            raise LockedError(
+                f"another searchmm process is writing to {self.index_dir}; wait for it to finish "
+                "or pass --wait SECONDS"
+            ) from None
+        try:
+            yield self._open_store(create=True)
+        finally:
+            lock.release()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        workers: int = 0,
+        include_hidden: bool = False,
+        texts_in_folders: bool = False,
+        text_field: str = "text",
+        progress: bool = False,
+        wait: float = 0.0,
+    ) -> IngestSummary:
+        """Add new and changed files under `paths`, drop the ones that are gone, update indexes."""
+        if batch_size < 1 or workers < 0:
+            raise SearchmmError("--batch-size must be at least 1 and --workers at least 0")
+        options = IngestOptions(
+            batch_size=batch_size,
+            workers=workers,
+            include_hidden=include_hidden,
+            texts_in_folders=texts_in_folders,
+            text_field=text_field,
+            progress=progress,
+        )
+        from .sources import check_root
+
+        for path in paths:
+            check_root(path)  # a typo in a path fails before any model or store is touched
+        if not self._db_exists():
+            _ = self.encoder  # weights that cannot be had leave no empty store behind
+        with self.writing(wait) as store:
+            self._record_model(store)
+            summary = Ingestor(store, lambda: self.encoder, options).run(paths)
+            self._sync_indexes()
+        return summary
+
+    def _record_model(self, store: Store) -> None:
+        spec = self.model  # refuses a different model before anything is written
+        record = store.get_model()
+        if record is None:
+            import open_clip
+            import torch
+
+            store.set_model(
+                ModelRecord(
+                    id=1,
+                    name=spec.name,
+                    pretrained=spec.pretrained,
+                    config_json=spec.config_json,
+                    checkpoint_digest=spec.checkpoint_digest,
+                    seed=spec.seed,
+                    dim=self.encoder.dim,
+                    software={"open_clip": open_clip.__version__, "torch": torch.__version__},
+                )
+            )
+        elif spec.pretrained != record.pretrained:
+            record.pretrained = spec.pretrained  # the checkpoint moved: remember where
+            store.set_model(record)
+
+    def _sync_indexes(self) -> None:
+        indexes = self._index_set()
+        for kind in KINDS:
+            indexes.get(kind, persist=True)
+
+    def remove(self, paths: Sequence[str | os.PathLike[str]], *, wait: float = 0.0) -> int:
+        """Forget every item stored under the given paths (files or folders); returns how many."""
+        from .ingest import remove_under
+
+        with self.writing(wait) as store:
+            removed = remove_under(store, [os.path.abspath(os.fspath(p)) for p in paths])
+            if store.get_model() is not None:
+                self._sync_indexes()
+        return removed
+
+    def reindex(self, index_spec: str | None = None, *, wait: float = 0.0) -> dict[str, str]:
+        """Rebuild both indexes from stored vectors; `index_spec` is a faiss factory string or auto."""
+        with self.writing(wait):
+            indexes = self._index_set()
+            return {kind: indexes.rebuild(kind, index_spec).spec for kind in KINDS}
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def search_text(self, text: str, *, target: str = "images", k: int = DEFAULT_K) -> list[Hit]:
+        kind = self._searchable(target)
+        return self._search(kind, text_vector(self.encoder, text), k)
+
+    def search_image(
+        self, path: str | os.PathLike[str], *, target: str = "images", k: int = DEFAULT_K
+    ) -> list[Hit]:
+        kind = self._searchable(target)
+        return self._search(kind, image_vector(self.encoder, path), k)
+
+    def search_vector(self, vector: np.ndarray, *, target: str = "images", k: int = DEFAULT_K) -> list[Hit]:
+        kind = self._searchable(target)
+        return self._search(kind, vector, k)
+
+    def _searchable(self, target: str) -> str:
+        """Check there is something to search before loading a model for nothing."""
+        kind = target_kind(target)
+        if not self._db_exists():
+            raise SearchmmError(f"no index at {self.index_dir}: run `searchmm ingest PATH` first")
+        if self._open_store(create=False).counts()[kind]["ok"] == 0:
+            raise SearchmmError(f"the index at {self.index_dir} holds no {kind}s: ingest some first")
+        return kind
+
+    def _search(self, kind: str, vector: np.ndarray, k: int) -> list[Hit]:
+        with self._lock:
+            index = self._reader_index(kind)
+        return search_index(self._open_store(create=False), index, vector, k)
+
+    def _reader_index(self, kind: str) -> Any:
+        """Readers catch a stale index up in memory, and save it only if no writer is busy."""
+        from filelock import FileLock, Timeout
+
+        indexes = self._index_set()
+        index = indexes.get(kind, persist=False)
+        if indexes.dirty(kind):
+            lock = FileLock(self.index_dir / LOCK_FILENAME)
+            with contextlib.suppress(Timeout, OSError), lock.acquire(timeout=0):
+                indexes.save(kind)
+        return index
+
+    def stats(self) -> Stats:
+        store = self._open_store(create=False)
+        record = store.get_model()
+        stats = Stats(str(self.index_dir), None, store.counts())
+        stats.store_bytes = sum(
+            p.stat().st_size for p in self.index_dir.glob(DB_FILENAME + "*") if p.is_file()
+        )
+        if record is None:
+            return stats
+        spec = _spec_from_record(record)
+        stats.model = {"name": spec.name, "pretrained": spec.pretrained, "dim": record.dim, **record.software}
+        indexes = self._index_set()
+        for kind in KINDS:
+            index = indexes.get(kind, persist=False)
+            path = index_path(self.index_dir, kind)
+            stats.indexes[kind] = {
+                "spec": index.spec,
+                "vectors": index.ntotal,
+                "bytes": path.stat().st_size if path.exists() else 0,
+                "file": str(Path(path).name),
+            }
+        return stats

@@ -1,0 +1,236 @@
+"""Safe image decoding and a DataLoader dataset that turns bad files into error records.
+
+One unreadable file among a million must be reported, never stop the ingest, so every failure
+here becomes an `ImageDecodeError` with a reason a user can act on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from searchmm.sources import image_extensions
+
+_ORIENTATION_TAG = 0x0112
+# Orientations 5-8 turn the image a quarter: the displayed width is the stored height.
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+# Modes PIL's `Image.reduce` handles directly.
+_REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "CMYK", "I", "F"})
+_HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+class ImageDecodeError(Exception):
+    """A single image could not be decoded; the message is a human reason."""
+
+
+def _too_large(limit: int | None, size: tuple[int, int] | None, detail: str = "") -> str:
+    if size is not None:
+        what = f"{size[0]}x{size[1]} pixels"
+    else:
+        found = re.search(r"\((\d+) pixels\)", detail)
+        what = f"{found.group(1)} pixels" if found else "the pixel count"
+    return f"image is too large: {what} exceeds the limit of {limit} (decompression bomb?)"
+
+
+def _orientation(img: Image.Image) -> int:
+    """EXIF orientation, or 1 when absent or unreadable (a corrupt EXIF block is not fatal)."""
+    try:
+        value = img.getexif().get(_ORIENTATION_TAG, 1)
+        return int(value) if value in range(1, 9) else 1
+    except Exception:
+        return 1
+
+
+def _reduce_for(img: Image.Image, draft_size: int | None) -> Image.Image:
+    """Shrink huge images by an integer factor (short side stays >= draft_size) to bound memory.
+
+    JPEGs were already shrunk by `draft` while decoding, but only up to 8x, so may still qualify.
+    """
+    if not draft_size or img.mode not in _REDUCIBLE_MODES:
+        return img
+    w, h = img.size
+    if w <= 4 * draft_size or h <= 4 * draft_size:
+        return img
+    return img.reduce(min(w, h) // draft_size)
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    """Composite onto white: transparent regions of logos and icons read as paper, not ink."""
+    rgba = img.convert("RGBA")
+    background = Image.new("RGB", rgba.size, (255, 255, 255))
+    background.paste(rgba, mask=rgba.getchannel("A"))
+    return background
+
+
+def _scale_to_8bit(img: Image.Image) -> Image.Image:
+    """16/32-bit and float images: stretch by their actual maximum instead of clipping to 255."""
+    arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    arr = np.clip(arr, 0.0, None)
+    peak = float(arr.max()) if arr.size else 0.0
+    if peak > 0:
+        arr = arr * (255.0 / peak)
+    gray = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+    return gray.convert("RGB")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB, as the CLIP preprocess expects."""
+    mode = img.mode
+    if mode == "RGB" and "transparency" not in img.info:
+        return img
+    if mode in _ALPHA_MODES or (mode in ("P", "L", "RGB") and "transparency" in img.info):
+        return _on_white(img)
+    if mode in _HIGH_DEPTH_MODES:
+        return _scale_to_8bit(img)
+    return img.convert("RGB")
+
+
+def _open_and_decode(path: str, draft_size: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # PIL's UserWarnings (corrupt EXIF, palette transparency) are noise in a bulk ingest.
+        warnings.simplefilter("ignore", UserWarning)
+        with Image.open(path) as img:
+            size = img.size
+            limit = Image.MAX_IMAGE_PIXELS
+            # Belt and braces: the warnings filter is process-global and not thread-safe.
+            if limit is not None and size[0] * size[1] > limit:
+                raise ImageDecodeError(_too_large(limit, size))
+            if draft_size and img.format == "JPEG":
+                img.draft("RGB", (draft_size, draft_size))
+            img.load()  # inside the caller's try: a truncated file fails here
+            orientation = _orientation(img)
+            out: Image.Image = _reduce_for(img, draft_size)
+            try:
+                out = ImageOps.exif_transpose(out)
+                turned = orientation in _SWAPPING_ORIENTATIONS
+            except Exception:
+                turned = False  # corrupt EXIF: the pixels are still good, keep them unrotated
+            out = to_rgb(out)
+            if out is img:
+                out = img.copy()  # detach from the file before it is closed
+    if turned:
+        size = (size[1], size[0])
+    return out, size
+
+
+def load_image(path: str, *, draft_size: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode `path` to RGB; return it with the original (displayed) size, or raise a reason."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageDecodeError("file vanished") from None
+    except PermissionError:
+        raise ImageDecodeError("permission denied") from None
+    except OSError as err:
+        raise ImageDecodeError(f"cannot access file: {err.strerror or err}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageDecodeError("not a regular file")  # never block on a FIFO or a device
+    if st.st_size == 0:
+        raise ImageDecodeError("file is empty (0 bytes)")
+    try:
+        return _open_and_decode(path, draft_size)
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageDecodeError(_too_large(Image.MAX_IMAGE_PIXELS, None, str(err))) from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image (cannot identify image file)") from None
+    except FileNotFoundError:
+        raise ImageDecodeError("file vanished") from None
+    except PermissionError:
+        raise ImageDecodeError("permission denied") from None
+    except MemoryError:
+        raise ImageDecodeError("out of memory while decoding") from None
+    except Exception as err:
+        detail = str(err) or type(err).__name__
+        raise ImageDecodeError(f"truncated or corrupt image data: {detail}") from None
+
+
+@dataclass
+class DecodedBatch:
+    """A batch as the encoder wants it: pixels for the good files, reasons for the bad ones."""
+
+    indices: list[int]
+    pixels: torch.Tensor | None
+    sizes: list[tuple[int, int]]
+    failures: list[tuple[int, str]]
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Decodes and preprocesses one path per item; a failure is an error item, never a raise."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        transform: Callable[[Image.Image], torch.Tensor],
+        draft_size: int | None = None,
+    ) -> None:
+        image_extensions()  # registers optional openers (HEIF) in this process
+        self.paths = list(paths)
+        self.transform = transform
+        self.draft_size = draft_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"index": i, "pixels": None, "size": None, "error": None}
+        try:
+            img, size = load_image(self.paths[i], draft_size=self.draft_size)
+            item["pixels"] = self.transform(img)
+            item["size"] = size
+        except ImageDecodeError as err:
+            item["error"] = str(err)
+        except Exception as err:  # a transform failing on one odd image must not kill the worker
+            item["error"] = f"preprocessing failed: {type(err).__name__}: {err}"
+        return item
+
+
+def collate_decoded(items: list[dict[str, Any]]) -> DecodedBatch:
+    """Stack the good items' tensors; keep the bad items' reasons beside them."""
+    good = [it for it in items if it["error"] is None]
+    return DecodedBatch(
+        indices=[it["index"] for it in good],
+        pixels=torch.stack([it["pixels"] for it in good]) if good else None,
+        sizes=[tuple(it["size"]) for it in good],
+        failures=[(it["index"], it["error"]) for it in items if it["error"] is not None],
+    )
+
+
+def worker_init(_worker_id: int) -> None:
+    """One thread per decode worker, so workers do not steal the model's cores."""
+    torch.set_num_threads(1)
+    image_extensions()  # a spawned worker must register optional openers (HEIF) itself
+
+
+def image_loader(
+    paths: Sequence[str],
+    transform: Callable[[Image.Image], torch.Tensor],
+    *,
+    batch_size: int,
+    workers: int,
+    draft_size: int | None = None,
+) -> torch.utils.data.DataLoader:
+    """Batches of `DecodedBatch`, in path order, decoded by `workers` processes (0: inline)."""
+    extra: dict[str, Any] = {"prefetch_factor": 4} if workers > 0 else {}
+    return torch.utils.data.DataLoader(
+        ImageDataset(paths, transform, draft_size),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_decoded,
+        worker_init_fn=worker_init,
+        persistent_workers=False,
+        **extra,
+    )

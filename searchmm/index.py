@@ -1,0 +1,453 @@
+"""FAISS wrapper: pick an index type, add/remove by item id, search, save/load atomically.
+
+The index is a derived cache of the SQLite store (design invariant 1): it never knows SQL, its
+FAISS ids are the store's item ids (invariant 3), and every index uses inner product on
+L2-normalised vectors (invariant 7), so scores are cosine similarities whatever the index type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from searchmm.errors import IndexFileError, SearchmmError
+
+AUTO = "auto"
+
+MAGIC = b"SEARCHMM-FAISS\n"
+TRAILER = b"SMMEND\x00\x00"
+FORMAT = 1
+KINDS = ("image", "text")
+
+HNSW_EF_SEARCH = 64
+HNSW_EF_CONSTRUCTION = 80
+REFINE_K_FACTOR = 4
+TRAIN_SAMPLE = 100_000
+TRAIN_SEED = 1234
+GPU_MAX_K = 2048  # FAISS's GPU k-selection limit; a larger k is answered on the CPU index
+NORM_TOLERANCE = 1e-2  # float16 round trips through the store stay well inside this
+
+
+def _faiss() -> Any:
+    """Import FAISS on first use, so that importing searchmm stays cheap and FAISS optional."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise SearchmmError(
+            "FAISS is not installed: pip install 'searchmm[cpu]' "
+            "(or 'searchmm[gpu]' on a CUDA machine)"
+        ) from exc
+    return faiss
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: FAISS's message without its 'Error in <C++ signature> at <file:line>:' part."""
+    text = str(exc).strip()
+    match = re.match(r"Error in .*? at \S+:\d+: (.*)", text, re.DOTALL)
+    return " ".join((match.group(1) if match else text).split()) or type(exc).__name__
+
+
+def choose_spec(n: int, *, exact_threshold: int = 100_000, ivf_threshold: int = 2_000_000) -> str:
+    """FAISS factory string for ``n`` vectors.
+
+    Figures measured here (faiss-cpu, 512-d, 2 cores; shared/notes/environment.md):
+
+    - Flat is exact: 1,000 queries over 1M vectors take 4.0 s (4 ms/query), so below 100k a
+      query costs about 0.4 ms with perfect recall and cheap removals: no reason for ANN there.
+    - HNSW32 on 200k clustered vectors: recall@10 0.97 at efSearch 64, ~10k QPS, 23 s to build.
+      Build time grows about linearly (minutes at 2M), it adds ~256 bytes of links per vector
+      and cannot remove ids (removals mean a rebuild), so it stops at 2M.
+    - IVF1024,Flat with nprobe 8 reached recall 1.0 at ~6.7k QPS on 200k clustered vectors; it
+      trains in seconds on a sample, removes ids and scales past 2M. PQ codes are avoided:
+      IVF,PQ64 topped out near recall 0.38 without a refine step.
+
+    nlist is the power of two nearest 4*sqrt(n), FAISS's usual guidance (4..16 * sqrt(n)).
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if n == 0 or n < exact_threshold:
+        return "IDMap2,Flat"
+    if n <= ivf_threshold:
+        return "IDMap2,HNSW32,Flat"
+    return f"IVF{2 ** round(float(np.log2(4.0 * np.sqrt(n))))},Flat"
+
+
+@dataclass
+class IndexHeader:
+    """What an index file reflects; stored inside the same file so the two cannot drift apart."""
+
+    kind: str
+    dim: int
+    spec: str
+    seq: int
+    count: int
+    format: int = FORMAT
+
+    def __post_init__(self) -> None:
+        ints = (self.dim, self.seq, self.count, self.format)
+        if self.kind not in KINDS or not isinstance(self.spec, str):
+            raise ValueError(f"bad header: kind {self.kind!r} (one of {KINDS}), spec {self.spec!r}")
+        if not all(type(v) is int and v >= 0 for v in ints):
+            raise ValueError(f"bad header: dim/seq/count/format must be ints >= 0, got {ints}")
+
+
+def _chain(index: Any) -> list[Any]:
+    """The index and what it wraps (IDMap, PreTransform, Refine), outermost first, downcast."""
+    faiss = _faiss()
+    chain = [faiss.downcast_index(index)]
+    while True:
+        top = chain[-1]
+        if isinstance(top, (faiss.IndexIDMap, faiss.IndexPreTransform)):
+            chain.append(faiss.downcast_index(top.index))
+        elif isinstance(top, faiss.IndexRefine):
+            chain.append(faiss.downcast_index(top.base_index))
+        else:
+            return chain
+
+
+def _takes_ids(index: Any) -> bool:
+    """Whether add_with_ids works without an IDMap2 wrapper (IDMap itself, or IVF)."""
+    faiss = _faiss()
+    top = next(i for i in _chain(index) if not isinstance(i, faiss.IndexPreTransform))
+    return isinstance(top, (faiss.IndexIDMap, faiss.IndexIVF))
+
+
+def _factory(dim: int, spec: str) -> Any:
+    faiss = _faiss()
+    try:
+        return faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise SearchmmError(f"invalid index spec {spec!r}: {_reason(exc)}") from exc
+
+
+def _default_params(index: Any) -> dict[str, int]:
+    """Search-time knobs for the recall measured in the environment notes (FAISS's defaults,
+    nprobe 1 and efSearch 16, lose too much); a Refine step re-ranks 4 * k candidates."""
+    faiss = _faiss()
+    chain = _chain(index)
+    params = {}
+    if any(isinstance(i, faiss.IndexRefine) for i in chain):
+        params["k_factor_rf"] = REFINE_K_FACTOR
+    if isinstance(chain[-1], faiss.IndexIVF):
+        params["nprobe"] = min(chain[-1].nlist, max(8, chain[-1].nlist // 16))
+    elif isinstance(chain[-1], faiss.IndexHNSW):
+        params["efSearch"] = HNSW_EF_SEARCH
+    return params
+
+
+def _as_ids(ids: np.ndarray) -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"ids must be a 1-D integer array, got {arr.dtype} {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _as_matrix(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
+    arr = np.asarray(vectors)
+    if arr.ndim == 1 and what == "queries":
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise ValueError(f"{what} must have shape (n, {dim}), got {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+class VectorIndex:
+    """One FAISS index whose ids are item ids; optionally mirrored on GPUs for add and search.
+
+    The CPU index is the one saved. With a GPU, a copy is made lazily (first search, or a bulk
+    build); once it exists adds go to it, and the CPU index is refreshed from it only when
+    needed (save, remove, ids, k above the GPU limit). Types FAISS cannot put on a GPU (HNSW)
+    stay on the CPU silently.
+    """
+
+    def __init__(self, index: Any, spec: str, *, use_gpu: bool | None = None) -> None:
+        faiss = _faiss()  # faiss-cpu has get_num_gpus (0) but no GPU cloner
+        gpus = faiss.get_num_gpus() if hasattr(faiss, "index_cpu_to_all_gpus") else 0
+        if use_gpu and not gpus:
+            raise SearchmmError("use_gpu=True but FAISS sees no GPU (is faiss-gpu installed?)")
+        self._cpu = index
+        self.spec = spec
+        self.dim = int(index.d)
+        self.search_params: dict[str, int] = _default_params(index)
+        self._use_gpu = bool(gpus) if use_gpu is None else use_gpu
+        self._gpu: Any = None
+        self._gpu_failed = False
+        self._cpu_stale = False  # True when the GPU copy holds adds the CPU index lacks
+        self._apply_params()
+
+    @classmethod
+    def build(
+        cls,
+        dim: int,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        spec: str = AUTO,
+        *,
+        exact_threshold: int = 100_000,
+        ivf_threshold: int = 2_000_000,
+        use_gpu: bool | None = None,
+    ) -> VectorIndex:
+        """A new index over ``vectors``; trains first when the type needs it (IVF, PQ)."""
+        ids, vectors = _as_ids(ids), _as_matrix(vectors, dim, "vectors")
+        if spec == AUTO:
+            spec = choose_spec(
+                len(ids), exact_threshold=exact_threshold, ivf_threshold=ivf_threshold
+            )
+        index = _factory(dim, spec)
+        if not _takes_ids(index):
+            spec = f"IDMap2,{spec}"
+            index = _factory(dim, spec)
+        if "HNSW" in spec:  # before any add: it shapes the graph
+            with contextlib.suppress(RuntimeError):
+                _faiss().ParameterSpace().set_index_parameter(
+                    index, "efConstruction", HNSW_EF_CONSTRUCTION
+                )
+        self = cls(index, spec, use_gpu=use_gpu)
+        if self._prepare(ids, vectors):
+            self._ensure_gpu()  # a bulk add is where a GPU pays off
+            self._insert(ids, vectors)
+        return self
+
+    @classmethod
+    def empty(cls, dim: int, spec: str = AUTO, *, use_gpu: bool | None = None) -> VectorIndex:
+        """An index with nothing in it; AUTO gives Flat, and an IVF spec trains on its first add."""
+        no_vectors = np.empty((0, dim), dtype=np.float32)
+        return cls.build(dim, np.empty(0, dtype=np.int64), no_vectors, spec, use_gpu=use_gpu)
+
+    @property
+    def ntotal(self) -> int:
+        return int((self._gpu if self._cpu_stale else self._cpu).ntotal)
+
+    @property
+    def supports_remove(self) -> bool:
+        """HNSW (and NSG, Refine) cannot delete; the caller rebuilds from the store instead."""
+        faiss = _faiss()
+        unremovable = (faiss.IndexHNSW, faiss.IndexNSG, faiss.IndexRefine)
+        return not any(isinstance(i, unremovable) for i in _chain(self._cpu))
+
+    def _apply_params(self) -> None:
+        """efSearch is serialised but nprobe is not for every type: apply after any load.
+        ParameterSpace reaches through IDMap wrappers; GPU clones copy nprobe themselves."""
+        space = _faiss().ParameterSpace()
+        for name, value in self.search_params.items():
+            space.set_index_parameter(self._cpu, name, value)
+
+    def _ensure_gpu(self) -> Any:
+        """The GPU copy, made on first use; None when unwanted or the type cannot go there."""
+        if not self._use_gpu or self._gpu_failed or not self._cpu.is_trained:
+            return None
+        if self._gpu is None:
+            try:
+                self._gpu = _faiss().index_cpu_to_all_gpus(self._cpu)
+            except RuntimeError:  # "This index type is not implemented on GPU." (HNSW, ...)
+                self._gpu_failed = True
+                return None
+        return self._gpu
+
+    def _sync_cpu(self) -> None:
+        """Bring the CPU index up to date with adds that went to the GPU copy."""
+        if self._cpu_stale:
+            self._cpu = _faiss().index_gpu_to_cpu(self._gpu)
+            self._cpu_stale = False
+            self._apply_params()
+
+    def _train(self, vectors: np.ndarray) -> None:
+        """Train on a fixed-seed sample: >= 40 vectors per IVF list (FAISS warns below 39)."""
+        ivf = _faiss().try_extract_index_ivf(self._cpu)
+        nlist, n = (int(ivf.nlist) if ivf is not None else 0), len(vectors)
+        if n < nlist:
+            suggest = 2 ** int(np.log2(max(1, n // 39)))
+            raise SearchmmError(
+                f"index spec {self.spec!r} needs at least {nlist} vectors to train (one per IVF "
+                f"list) but got {n}: use a smaller nlist (e.g. IVF{suggest},Flat) or 'Flat'"
+            )
+        limit = max(TRAIN_SAMPLE, 40 * nlist)
+        if n > limit:
+            rows = np.random.default_rng(TRAIN_SEED).choice(n, size=limit, replace=False)
+            vectors = vectors[np.sort(rows)]
+        try:
+            self._cpu.train(vectors)
+        except RuntimeError as exc:
+            raise SearchmmError(f"cannot train index {self.spec!r}: {_reason(exc)}") from exc
+
+    def _prepare(self, ids: np.ndarray, vectors: np.ndarray) -> bool:
+        """Validate a batch and train on it if the index is untrained; False when it is empty."""
+        if len(ids) != len(vectors):
+            raise ValueError(f"{len(ids)} ids but {len(vectors)} vectors")
+        if len(ids) and ids.min() < 0:
+            raise ValueError("ids must be >= 0 (FAISS uses -1 for 'no result')")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("ids must be unique within one add")
+        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+        if len(ids) and np.abs(norms - 1.0).max() > NORM_TOLERANCE:
+            raise ValueError("vectors must be L2-normalised (scores are inner products)")
+        if len(ids) and not self._cpu.is_trained:
+            self._train(vectors)
+        return bool(len(ids))
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add L2-normalised vectors under the caller's int64 ids (unique, >= 0, not stored yet)."""
+        ids, vectors = _as_ids(ids), _as_matrix(vectors, self.dim, "vectors")
+        if self._prepare(ids, vectors):
+            self._insert(ids, vectors)
+
+    def _insert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if self._gpu is not None:
+            self._gpu.add_with_ids(vectors, ids)
+            self._cpu_stale = True
+        else:
+            self._cpu.add_with_ids(vectors, ids)
+
+    def remove(self, ids: np.ndarray) -> bool:
+        """Remove ids (absent ones are fine); False when the type cannot remove: rebuild."""
+        ids = _as_ids(ids)
+        if not self.supports_remove:
+            return False
+        if not len(ids):
+            return True
+        self._sync_cpu()
+        try:
+            removed = self._cpu.remove_ids(ids)
+        except RuntimeError as exc:
+            if "not implemented" in str(exc):
+                return False
+            raise
+        if removed:
+            self._gpu = None  # GPU indexes cannot remove: mirror again on the next search
+        return True
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores float32, ids int64), each (q, k); no result is score -inf, id -1."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        queries = _as_matrix(queries, self.dim, "queries")
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        found = np.full((len(queries), k), -1, dtype=np.int64)
+        kk = min(k, self.ntotal)  # never ask FAISS for more than it holds
+        if kk == 0 or not len(queries):
+            return scores, found
+        index = self._ensure_gpu() if kk <= GPU_MAX_K else None
+        if index is None:
+            self._sync_cpu()
+            index = self._cpu
+        dist, labels = index.search(queries, kk)
+        dist[labels < 0] = -np.inf  # FAISS pads with -FLT_MAX; -inf cannot pass for a score
+        scores[:, :kk], found[:, :kk] = dist, labels
+        return scores, found
+
+    def ids(self) -> np.ndarray:
+        """Every id stored, in no particular order (for consistency checks against the store)."""
+        faiss = _faiss()
+        self._sync_cpu()
+        top = faiss.downcast_index(self._cpu)
+        if isinstance(top, faiss.IndexIDMap):
+            return faiss.vector_to_array(top.id_map).astype(np.int64, copy=False)
+        ivf = faiss.try_extract_index_ivf(top)
+        if ivf is None:
+            raise SearchmmError(f"cannot list the ids of a {type(top).__name__} index")
+        invlists, parts = ivf.invlists, [np.empty(0, dtype=np.int64)]
+        for list_no in range(ivf.nlist):
+            if size := invlists.list_size(list_no):
+                ptr = invlists.get_ids(list_no)
+                parts.append(faiss.rev_swig_ptr(ptr, size).astype(np.int64))
+                invlists.release_ids(list_no, ptr)
+        return np.concatenate(parts)
+
+    def save(self, path: str | os.PathLike[str], header: IndexHeader) -> IndexHeader:
+        """Write header and index to one file atomically; returns the header as written.
+
+        dim, spec and count come from the index itself, so the file cannot contradict it, and
+        FAISS streams straight into the file (no second in-memory copy of a large index).
+        """
+        faiss = _faiss()
+        path = os.fspath(path)
+        self._sync_cpu()
+        header = dataclasses.replace(
+            header, dim=self.dim, spec=self.spec, count=self.ntotal, format=FORMAT
+        )
+        payload = json.dumps(dataclasses.asdict(header), sort_keys=True).encode("utf-8")
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(MAGIC + struct.pack("<I", len(payload)) + payload)
+                faiss.write_index(self._cpu, faiss.PyCallbackIOWriter(f.write))
+                f.write(TRAILER)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):  # make the rename durable (not possible on Windows)
+            fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return header
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], *, use_gpu: bool | None = None
+    ) -> tuple[VectorIndex, IndexHeader]:
+        """Read a file written by save; a damaged one raises IndexFileError (rebuild it)."""
+        _faiss()  # a missing FAISS is not a damaged file
+        path = os.fspath(path)
+        with open(path, "rb") as f:  # a missing file raises FileNotFoundError: caller rebuilds
+            try:
+                index, header = _read(f)
+            except Exception as exc:
+                raise IndexFileError(f"{path}: {_reason(exc)}") from exc
+        return cls(index, header.spec, use_gpu=use_gpu), header
+
+
+def _read(f: Any) -> tuple[Any, IndexHeader]:
+    """Parse an open index file, checking the end marker before trusting anything in it."""
+    faiss = _faiss()
+    size = os.fstat(f.fileno()).st_size
+    data_end = size - len(TRAILER)
+    if size < len(MAGIC) + 4 + len(TRAILER):
+        raise ValueError(f"truncated ({size} bytes)")
+    f.seek(data_end)
+    if f.read(len(TRAILER)) != TRAILER:
+        raise ValueError("no end marker: truncated, or not a searchmm index file")
+    f.seek(0)
+    if f.read(len(MAGIC)) != MAGIC:
+        raise ValueError("not a searchmm index file (bad magic)")
+    (length,) = struct.unpack("<I", f.read(4))
+    if len(MAGIC) + 4 + length > data_end:
+        raise ValueError("header length runs past the end of the file")
+    meta = json.loads(f.read(length).decode("utf-8"))
+    if not isinstance(meta, dict):
+        raise ValueError("header is not a JSON object")
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"unsupported index file format {meta.get('format')!r}")
+    header = IndexHeader(**meta)
+    remaining = data_end - f.tell()
+
+    def read(n: int) -> bytes:  # FAISS must never read into the end marker
+        nonlocal remaining
+        chunk = f.read(min(n, remaining))
+        remaining -= len(chunk)
+        return chunk
+
+    index = faiss.read_index(faiss.PyCallbackIOReader(read))
+    if remaining:
+        raise ValueError(f"{remaining} unread bytes after the FAISS data")
+    if (index.d, index.ntotal) != (header.dim, header.count):
+        raise ValueError(
+            f"header says dim {header.dim}, {header.count} vectors; index has "
+            f"dim {index.d}, {index.ntotal}"
+        )
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise ValueError("index does not use inner product")
+    return index, header

@@ -1,0 +1,132 @@
+"""Keeps each kind's FAISS index in step with the store: load, catch up, rebuild, save.
+
+The store is the truth; an index file is a cache stamped with the change sequence number it
+reflects. Opening an index replays the changes it has not seen, or rebuilds it from the stored
+vectors when it is missing, unreadable, of the wrong type for its size, or inconsistent.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .errors import IndexFileError
+from .index import AUTO, IndexHeader, VectorIndex, choose_spec
+from .store import Store
+
+log = logging.getLogger("searchmm")
+
+
+def index_path(index_dir: Path, kind: str) -> Path:
+    return index_dir / f"{kind}s.faiss"
+
+
+def _family(spec: str) -> str:
+    """Flat, HNSW or IVF...: auto-chosen indexes are rebuilt only when the family changes."""
+    parts = [p for p in spec.split(",") if not p.startswith("IDMap")]
+    head = parts[0] if parts else spec
+    return "".join(ch for ch in head if not ch.isdigit())
+
+
+class IndexSet:
+    """The image and text indexes of one index directory."""
+
+    def __init__(self, store: Store, index_dir: Path, dim: int, *, exact_threshold: int) -> None:
+        self.store = store
+        self.index_dir = index_dir
+        self.dim = dim
+        self.exact_threshold = exact_threshold
+        self._open: dict[str, VectorIndex] = {}
+        self._seq: dict[str, int] = {}
+        self._saved_seq: dict[str, int | None] = {}  # the seq of the file on disk, None if none
+        self._verified: set[str] = set()  # kinds whose index was checked against the store
+
+    def requested_spec(self, kind: str) -> str:
+        """`auto`, or the factory string a user chose with `reindex --index-spec`."""
+        return self.store.get_meta(f"index_spec.{kind}", AUTO) or AUTO
+
+    def get(self, kind: str, *, persist: bool) -> VectorIndex:
+        """The index of a kind, caught up with the store; saved when `persist` (writers only)."""
+        index = self._open.get(kind)
+        if index is None:
+            index = self._load(kind)
+        index = self._catch_up(kind, index)
+        if persist and self.dirty(kind):
+            self.save(kind)
+        return index
+
+    def rebuild(self, kind: str, spec: str | None = None, *, persist: bool = True) -> VectorIndex:
+        """Build from every stored vector; a given spec is remembered for later rebuilds."""
+        if spec is not None:
+            self.store.set_meta(f"index_spec.{kind}", spec)
+        seq, ids, vectors = self.store.snapshot(kind, self.dim)
+        index = VectorIndex.build(
+            self.dim, ids, vectors, self.requested_spec(kind), exact_threshold=self.exact_threshold
+        )
+        self._open[kind], self._seq[kind] = index, seq
+        self._saved_seq[kind] = None
+        if persist:
+            self.save(kind)
+        return index
+
+    def dirty(self, kind: str) -> bool:
+        """Whether the index in memory is ahead of its file."""
+        return self._saved_seq.get(kind) != self._seq.get(kind)
+
+    def save(self, kind: str) -> None:
+        """Write the index atomically with the seq it reflects, then forget older changes."""
+        index, seq = self._open[kind], self._seq[kind]
+        path = index_path(self.index_dir, kind)
+        header = IndexHeader(kind=kind, dim=self.dim, spec=index.spec, seq=seq, count=index.ntotal)
+        index.save(path, header)
+        if self._saved_seq.get(kind, None) is None:
+            self.store.set_meta(f"index_saved.{kind}", "1")
+        self._saved_seq[kind] = seq
+        self.store.prune_changes(kind, seq)
+
+    def _load(self, kind: str) -> VectorIndex:
+        path = index_path(self.index_dir, kind)
+        try:
+            index, header = VectorIndex.load(path)
+        except FileNotFoundError:
+            if self.store.get_meta(f"index_saved.{kind}"):
+                log.warning("%s is missing: rebuilding it from the store", path)
+            return self.rebuild(kind, persist=False)
+        except IndexFileError as exc:
+            log.warning("%s; rebuilding it from the store", exc)
+            return self.rebuild(kind, persist=False)
+        if header.dim != self.dim or header.kind != kind:
+            log.warning("%s does not match the store's model: rebuilding it", path)
+            return self.rebuild(kind, persist=False)
+        self._open[kind], self._seq[kind] = index, header.seq
+        self._saved_seq[kind] = header.seq
+        return index
+
+    def _catch_up(self, kind: str, index: VectorIndex) -> VectorIndex:
+        if kind in self._verified and self.store.change_seq() == self._seq[kind]:
+            return index  # the per-query path: one cheap read when nothing changed
+        self._verified.add(kind)
+        delta = self.store.delta(kind, self._seq[kind], self.dim)
+        if delta.seq == self._seq[kind] and index.ntotal == delta.count:
+            return index
+        if len(delta.replaced_ids) and not index.supports_remove:
+            return self.rebuild(kind, persist=False)
+        if len(delta.changed_ids):
+            index.remove(delta.changed_ids)  # idempotent: a changed id is re-added below
+            index.add(delta.add_ids, delta.vectors)
+        self._seq[kind] = delta.seq
+        wanted = self.requested_spec(kind)
+        if wanted == AUTO:
+            wanted = choose_spec(delta.count, exact_threshold=self.exact_threshold)
+        if index.ntotal != delta.count:
+            log.warning(
+                "%s holds %d vectors but the store %d: rebuilding it",
+                index_path(self.index_dir, kind),
+                index.ntotal,
+                delta.count,
+            )
+            return self.rebuild(kind, persist=False)
+        if _family(wanted) != _family(index.spec):
+            log.info("%d %s vectors: switching the index to %s", delta.count, kind, wanted)
+            return self.rebuild(kind, persist=False)
+        return index
