@@ -54,8 +54,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--count", type=int, default=100, help="photos to generate when there is no --images"
     )
     parser.add_argument(
-        "--model", default=None, help="open_clip architecture [default: ViT-B-32, or the "
-        "--model-config file's stem]"
+        "--model",
+        default=None,
+        help="open_clip architecture [default: ViT-B-32, or the --model-config file's stem]",
     )
     parser.add_argument("--pretrained", default="none", help="tag, checkpoint path or none")
     parser.add_argument("--model-config", type=Path, default=None, help="custom architecture JSON")
@@ -162,6 +163,7 @@ def machine_info() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch_threads": torch.get_num_threads(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],  # 1, 5, 15 min: others' work
         "python": platform.python_version(),
         "torch": torch.__version__,
         "open_clip": open_clip.__version__,
@@ -228,7 +230,8 @@ def record(
         f"- date: {now.isoformat()}",
         f"- machine: {machine['cores']} cores, {machine['cpu']}{gpu}; {machine['torch_threads']} "
         f"torch threads; Python {machine['python']}, torch {machine['torch']}, "
-        f"open_clip {machine['open_clip']}, faiss {machine['faiss']}",
+        f"open_clip {machine['open_clip']}, faiss {machine['faiss']}; load average "
+        f"{' / '.join(map(str, machine['load_average']))} (1/5/15 min, at the end)",
         "- config: " + ", ".join(f"{k}={v}" for k, v in config.items()),
         "",
         "```",

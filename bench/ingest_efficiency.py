@@ -59,7 +59,7 @@ def autocast(device: str) -> Iterator[None]:
 
 
 def decoded_batches(paths: list[str], preprocess: Any, batch_size: int) -> list[torch.Tensor]:
-    """Every image decoded and preprocessed, stacked in batches (the untimed part of the baseline)."""
+    """Every image decoded, preprocessed and stacked in batches: the baseline's untimed part."""
     tensors = []
     for path in paths:
         with Image.open(path) as img:
@@ -84,12 +84,14 @@ def engine_ingest(
     spec: ModelSpec, device: str, photos: harness.PhotoSet, args: argparse.Namespace, warmup: Any
 ) -> IngestRun:
     """One `Engine.ingest` into a fresh index dir; the model is loaded and warmed before timing."""
-    with tempfile.TemporaryDirectory(prefix="searchmm-bench-index-") as index_dir:
-        with Engine(index_dir, model=spec, device=device) as engine:
-            engine.encoder.encode_images(warmup)
-            started = time.perf_counter()
-            summary = engine.ingest([photos.folder], batch_size=args.batch_size, workers=args.workers)
-            wall = time.perf_counter() - started
+    with (
+        tempfile.TemporaryDirectory(prefix="searchmm-bench-index-") as index_dir,
+        Engine(index_dir, model=spec, device=device) as engine,
+    ):
+        engine.encoder.encode_images(warmup)
+        started = time.perf_counter()
+        summary = engine.ingest([photos.folder], batch_size=args.batch_size, workers=args.workers)
+        wall = time.perf_counter() - started
     check_complete(summary.encoded_images, len(summary.failed), photos)
     return IngestRun(wall, summary.elapsed_s, summary.encoded_images)
 

@@ -258,9 +258,11 @@ def _check_weights_reachable(spec: ModelSpec) -> None:
             return
     if constants.HF_HUB_OFFLINE:
         return  # open_clip fails at once offline; explain_load_failure words it
-    host = urlsplit(constants.ENDPOINT).hostname or "huggingface.co"
+    endpoint = urlsplit(constants.ENDPOINT)
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
     try:
-        socket.create_connection((host, 443), timeout=3).close()
+        socket.create_connection((host, port), timeout=3).close()
     except OSError as exc:
         raise ModelLoadError(
             f"cannot load {spec.describe()}: the weights are not in the Hugging Face cache and "

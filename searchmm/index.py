@@ -29,7 +29,7 @@ KINDS = ("image", "text")
 
 HNSW_EF_SEARCH = 64
 HNSW_EF_CONSTRUCTION = 80
-REFINE_K_FACTOR = 4
+REFINE_K_FACTOR = 8
 TRAIN_SAMPLE = 100_000
 TRAIN_SEED = 1234
 GPU_MAX_K = 2048  # FAISS's GPU k-selection limit; a larger k is answered on the CPU index
@@ -51,7 +51,7 @@ def _faiss() -> Any:
 def _reason(exc: BaseException) -> str:
     """One line: FAISS's message without its 'Error in <C++ signature> at <file:line>:' part."""
     text = str(exc).strip()
-    match = re.match(r"Error in .*? at \S+:\d+: (.*)", text, re.DOTALL)
+    match = re.match(r"Error in .*? at \S+:\d+: (?:Error: '.*?' failed: )?(.*)", text, re.DOTALL)
     return " ".join((match.group(1) if match else text).split()) or type(exc).__name__
 
 
@@ -130,7 +130,7 @@ def _factory(dim: int, spec: str) -> Any:
 
 def _default_params(index: Any) -> dict[str, int]:
     """Search-time knobs for the recall measured in the environment notes (FAISS's defaults,
-    nprobe 1 and efSearch 16, lose too much); a Refine step re-ranks 4 * k candidates."""
+    nprobe 1 and efSearch 16, lose too much); a Refine step re-ranks 8 * k candidates."""
     faiss = _faiss()
     chain = _chain(index)
     params = {}
@@ -205,11 +205,8 @@ class VectorIndex:
         if not _takes_ids(index):
             spec = f"IDMap2,{spec}"
             index = _factory(dim, spec)
-        if "HNSW" in spec:  # before any add: it shapes the graph
-            with contextlib.suppress(RuntimeError):
-                _faiss().ParameterSpace().set_index_parameter(
-                    index, "efConstruction", HNSW_EF_CONSTRUCTION
-                )
+        if isinstance(inner := _chain(index)[-1], _faiss().IndexHNSW):  # before any add
+            inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         self = cls(index, spec, use_gpu=use_gpu)
         if self._prepare(ids, vectors):
             self._ensure_gpu()  # a bulk add is where a GPU pays off
@@ -273,6 +270,9 @@ class VectorIndex:
         if n > limit:
             rows = np.random.default_rng(TRAIN_SEED).choice(n, size=limit, replace=False)
             vectors = vectors[np.sort(rows)]
+        for part in _chain(self._cpu):  # PQ's polysemous codes are never used here: 10x faster
+            if hasattr(part, "do_polysemous_training"):
+                part.do_polysemous_training = False
         try:
             self._cpu.train(vectors)
         except RuntimeError as exc:
@@ -282,16 +282,18 @@ class VectorIndex:
         """Validate a batch and train on it if the index is untrained; False when it is empty."""
         if len(ids) != len(vectors):
             raise ValueError(f"{len(ids)} ids but {len(vectors)} vectors")
-        if len(ids) and ids.min() < 0:
+        if not len(ids):
+            return False
+        if ids.min() < 0:
             raise ValueError("ids must be >= 0 (FAISS uses -1 for 'no result')")
         if len(np.unique(ids)) != len(ids):
             raise ValueError("ids must be unique within one add")
         norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
-        if len(ids) and np.abs(norms - 1.0).max() > NORM_TOLERANCE:
+        if np.abs(norms - 1.0).max() > NORM_TOLERANCE:
             raise ValueError("vectors must be L2-normalised (scores are inner products)")
-        if len(ids) and not self._cpu.is_trained:
+        if not self._cpu.is_trained:
             self._train(vectors)
-        return bool(len(ids))
+        return True
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add L2-normalised vectors under the caller's int64 ids (unique, >= 0, not stored yet)."""
@@ -427,10 +429,8 @@ def _read(f: Any) -> tuple[Any, IndexHeader]:
     if len(MAGIC) + 4 + length > data_end:
         raise ValueError("header length runs past the end of the file")
     meta = json.loads(f.read(length).decode("utf-8"))
-    if not isinstance(meta, dict):
-        raise ValueError("header is not a JSON object")
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"unsupported index file format {meta.get('format')!r}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"header is not a format-{FORMAT} JSON object")
     header = IndexHeader(**meta)
     remaining = data_end - f.tell()
 

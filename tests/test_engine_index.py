@@ -1,0 +1,66 @@
+"""The exact and ANN index paths through the engine, reindex, and damaged index files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_json, index_ids, make_image, run_cli, stored_items
+from searchmm import Engine, ModelSpec
+
+
+def _top_ids(index_dir: Path, query: str, k: int = 5) -> list[int]:
+    return [h["id"] for h in cli_json("query", query, "--index-dir", index_dir, "-k", str(k))]
+
+
+def test_ann_index_chosen_by_size_and_kept_consistent(tmp_path: Path, photo_dir: Path, tiny_config: Path) -> None:
+    index_dir = tmp_path / "idx"
+    spec = ModelSpec.from_options(model_config=tiny_config)
+    with Engine(index_dir, model=spec, exact_threshold=4) as engine:
+        engine.ingest([photo_dir])
+        assert "HNSW" in engine.stats().indexes["image"]["spec"]
+        for path in sorted(photo_dir.rglob("*.*")):
+            hit = engine.search_image(path, k=1)[0]
+            assert hit.path == str(path) and hit.score == pytest.approx(1.0, abs=1e-4)
+        # HNSW cannot remove ids: a deletion rebuilds it, and it still matches the store.
+        (photo_dir / "coffee.jpg").unlink()
+        make_image(photo_dir / "late.png", seed=77)
+        summary = engine.ingest([photo_dir])
+        assert (summary.new, summary.removed) == (1, 1)
+    assert index_ids(index_dir, "image") == set(stored_items(index_dir, "image").values())
+
+
+def test_reindex_with_any_factory_string_gives_the_same_results(tmp_path: Path, photo_dir: Path, tiny_config: Path) -> None:
+    index_dir = tmp_path / "idx"
+    run_cli("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
+    exact = _top_ids(index_dir, "a cat on a couch")
+    assert cli_json("stats", "--index-dir", index_dir)["indexes"]["image"]["spec"] == "IDMap2,Flat"
+
+    for factory in ("HNSW32", "IVF2,Flat", "auto"):
+        specs = cli_json("reindex", "--index-spec", factory, "--index-dir", index_dir)
+        assert factory.split(",")[0] in specs["image"] or (factory == "auto" and specs["image"] == "IDMap2,Flat")
+        assert _top_ids(index_dir, "a cat on a couch") == exact, factory
+
+    bad = run_cli("reindex", "--index-spec", "NoSuchIndex99", "--index-dir", index_dir, check=False)
+    assert bad.returncode == 1 and "NoSuchIndex99" in bad.stderr
+    assert _top_ids(index_dir, "a cat on a couch") == exact  # a bad spec broke nothing
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "garbage"])
+def test_damaged_index_file_is_rebuilt_from_the_store(tmp_path: Path, photo_dir: Path, tiny_config: Path, damage: str) -> None:
+    index_dir = tmp_path / "idx"
+    run_cli("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
+    expected = _top_ids(index_dir, "a rocket")
+    index_file = index_dir / "images.faiss"
+    if damage == "delete":
+        index_file.unlink()
+    elif damage == "truncate":
+        index_file.write_bytes(index_file.read_bytes()[: index_file.stat().st_size // 2])
+    else:
+        index_file.write_bytes(b"not a faiss index at all")
+    result = run_cli("query", "a rocket", "--index-dir", index_dir, "-k", "5", "--json")
+    assert "rebuilding it from the store" in result.stderr
+    assert [h["id"] for h in json.loads(result.stdout)] == expected
+    assert index_ids(index_dir, "image") == set(stored_items(index_dir, "image").values())  # saved again
