@@ -1,10 +1,10 @@
 """The public Python API: an `Engine` over one index directory.
 
-    from searchmm import Engine, ModelSpec
-    with Engine("./indexes") as engine:
-        engine.ingest(["./photos"])
-        for hit in engine.search_text("a cat on a couch", k=5):
-            print(hit.rank, hit.score, hit.path)
+from searchmm import Engine, ModelSpec
+with Engine("./indexes") as engine:
+    engine.ingest(["./photos"])
+    for hit in engine.search_text("a cat on a couch", k=5):
+        print(hit.rank, hit.score, hit.path)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 from .config import DEFAULT_BATCH_SIZE, DEFAULT_EXACT_THRESHOLD, DEFAULT_K, resolve_index_dir
 from .encoders import Encoder, ModelSpec, load_encoder
 from .errors import LockedError, ModelMismatchError, SearchmmError
+from .index import VectorIndex
 from .indexing import IndexSet, index_path
 from .ingest import IngestOptions, Ingestor, IngestSummary
 from .search import Hit, image_vector, search_index, target_kind, text_vector
@@ -131,8 +132,12 @@ class Engine:
         if self._indexes is None:
             record = store.get_model()
             if record is None:
-                raise SearchmmError(f"the index at {self.index_dir} is empty: run `searchmm ingest PATH` first")
-            self._indexes = IndexSet(store, self.index_dir, record.dim, exact_threshold=self.exact_threshold)
+                raise SearchmmError(
+                    f"the index at {self.index_dir} is empty: run `searchmm ingest PATH` first"
+                )
+            self._indexes = IndexSet(
+                store, self.index_dir, record.dim, exact_threshold=self.exact_threshold
+            )
         return self._indexes
 
     @contextlib.contextmanager
@@ -230,7 +235,7 @@ class Engine:
         return removed
 
     def reindex(self, index_spec: str | None = None, *, wait: float = 0.0) -> dict[str, str]:
-        """Rebuild both indexes from stored vectors; `index_spec` is a faiss factory string or auto."""
+        """Rebuild both indexes from the stored vectors; `index_spec`: a faiss factory string."""
         with self.writing(wait):
             indexes = self._index_set()
             return {kind: indexes.rebuild(kind, index_spec).spec for kind in KINDS}
@@ -238,34 +243,37 @@ class Engine:
     # -- reading ---------------------------------------------------------------------------
 
     def search_text(self, text: str, *, target: str = "images", k: int = DEFAULT_K) -> list[Hit]:
-        kind = self._searchable(target)
-        return self._search(kind, text_vector(self.encoder, text), k)
+        index = self._searchable(target)
+        return search_index(self._store_or_fail(), index, text_vector(self.encoder, text), k)
 
     def search_image(
         self, path: str | os.PathLike[str], *, target: str = "images", k: int = DEFAULT_K
     ) -> list[Hit]:
-        kind = self._searchable(target)
-        return self._search(kind, image_vector(self.encoder, path), k)
+        index = self._searchable(target)
+        return search_index(self._store_or_fail(), index, image_vector(self.encoder, path), k)
 
-    def search_vector(self, vector: np.ndarray, *, target: str = "images", k: int = DEFAULT_K) -> list[Hit]:
-        kind = self._searchable(target)
-        return self._search(kind, vector, k)
+    def search_vector(
+        self, vector: np.ndarray, *, target: str = "images", k: int = DEFAULT_K
+    ) -> list[Hit]:
+        index = self._searchable(target)
+        return search_index(self._store_or_fail(), index, vector, k)
 
-    def _searchable(self, target: str) -> str:
-        """Check there is something to search before loading a model for nothing."""
-        kind = target_kind(target)
+    def _store_or_fail(self) -> Store:
         if not self._db_exists():
             raise SearchmmError(f"no index at {self.index_dir}: run `searchmm ingest PATH` first")
-        if self._open_store(create=False).counts()[kind]["ok"] == 0:
-            raise SearchmmError(f"the index at {self.index_dir} holds no {kind}s: ingest some first")
-        return kind
+        return self._open_store(create=False)
 
-    def _search(self, kind: str, vector: np.ndarray, k: int) -> list[Hit]:
+    def _searchable(self, target: str) -> VectorIndex:
+        """The caught-up index of a target, checked non-empty before any model is loaded."""
+        kind = target_kind(target)
+        self._store_or_fail()
         with self._lock:
             index = self._reader_index(kind)
-        return search_index(self._open_store(create=False), index, vector, k)
+        if index.ntotal == 0:
+            raise SearchmmError(f"the index at {self.index_dir} holds no {kind}s: ingest some")
+        return index
 
-    def _reader_index(self, kind: str) -> Any:
+    def _reader_index(self, kind: str) -> VectorIndex:
         """Readers catch a stale index up in memory, and save it only if no writer is busy."""
         from filelock import FileLock, Timeout
 
@@ -287,7 +295,12 @@ class Engine:
         if record is None:
             return stats
         spec = _spec_from_record(record)
-        stats.model = {"name": spec.name, "pretrained": spec.pretrained, "dim": record.dim, **record.software}
+        stats.model = {
+            "name": spec.name,
+            "pretrained": spec.pretrained,
+            "dim": record.dim,
+            **record.software,
+        }
         indexes = self._index_set()
         for kind in KINDS:
             index = indexes.get(kind, persist=False)

@@ -35,7 +35,8 @@ IndexDir = Annotated[
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
 Wait = Annotated[
-    float, typer.Option("--wait", help="Seconds to wait for another writer's lock [default: refuse]")
+    float,
+    typer.Option("--wait", help="Seconds to wait for another writer's lock [default: refuse]"),
 ]
 
 
@@ -89,7 +90,9 @@ def _shown(path: str) -> str:
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Image folders or files, text collections")],
     index_dir: IndexDir = None,
-    model: Annotated[str | None, typer.Option(help="open_clip architecture or hf-hub:org/repo")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="open_clip architecture or hf-hub:org/repo")
+    ] = None,
     pretrained: Annotated[
         str | None, typer.Option(help="Pretrained tag, checkpoint path, or none (random init)")
     ] = None,
@@ -99,7 +102,9 @@ def ingest(
     batch_size: Annotated[int, typer.Option(help="Images per encoder batch")] = DEFAULT_BATCH_SIZE,
     workers: Annotated[int, typer.Option(help="Decode worker processes [default: cores/2]")] = -1,
     device: Device = "auto",
-    include_hidden: Annotated[bool, typer.Option("--include-hidden", help="Also walk hidden files")] = False,
+    include_hidden: Annotated[
+        bool, typer.Option("--include-hidden", help="Also walk hidden files")
+    ] = False,
     texts: Annotated[
         bool, typer.Option("--texts", help="Also ingest .txt/.jsonl/.csv/.json found in folders")
     ] = False,
@@ -141,7 +146,8 @@ def _print_summary(summary: Any) -> None:
     typer.echo(
         f"{s.new} new, {s.changed} changed, {s.unchanged} unchanged, {s.renamed} renamed, "
         f"{s.removed} removed, {len(s.failed)} failed; encoded {s.encoded_images} images and "
-        f"{s.encoded_texts} texts ({s.reused} reused) in {s.elapsed_s:.1f} s, {s.items_per_s:.1f} items/s"
+        f"{s.encoded_texts} texts ({s.reused} reused) in {s.elapsed_s:.1f} s, "
+        f"{s.items_per_s:.1f} items/s"
     )
     for failure in s.failed:
         where = f" [{failure.locator}]" if failure.locator else ""
@@ -154,7 +160,9 @@ def _print_summary(summary: Any) -> None:
 @_errors_to_exit_codes
 def query(
     text: Annotated[str | None, typer.Argument(help="Text to search for")] = None,
-    image: Annotated[Path | None, typer.Option("--image", help="Search with this image instead")] = None,
+    image: Annotated[
+        Path | None, typer.Option("--image", help="Search with this image instead")
+    ] = None,
     target: Annotated[str, typer.Option(help="images or texts")] = "images",
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results")] = DEFAULT_K,
     index_dir: IndexDir = None,
@@ -190,7 +198,11 @@ def stats(index_dir: IndexDir = None, as_json: JsonFlag = False) -> None:
         return
     typer.echo(f"index directory: {result['index_dir']}")
     model = result["model"]
-    typer.echo(f"model: {model['name']} ({model['pretrained']}), {model['dim']}-d" if model else "model: none yet")
+    typer.echo(
+        f"model: {model['name']} ({model['pretrained']}), {model['dim']}-d"
+        if model
+        else "model: none yet"
+    )
     for kind, counts in result["items"].items():
         index = result["indexes"].get(kind, {})
         typer.echo(

@@ -57,7 +57,12 @@ class ModelSpec:
         config_json = None
         if model_config is not None:
             config_json, config_name = _read_model_config(Path(model_config))
-            model = model or config_name
+            if model not in (None, config_name):
+                raise ModelLoadError(
+                    f"--model {model} and --model-config {model_config} disagree: a custom "
+                    f"architecture is named after its file ({config_name!r}); leave out --model"
+                )
+            model = config_name
             pretrained = pretrained or RANDOM_INIT
         name = model or DEFAULT_MODEL
         if pretrained is None:
@@ -238,7 +243,7 @@ def _quiet_logging() -> Iterator[None]:
 
 
 def _check_weights_reachable(spec: ModelSpec) -> None:
-    """Fail in a second, not after 46 s of retries, when weights are neither cached nor reachable."""
+    """Fail in seconds, not after 46 s of retries, when weights are neither cached nor reachable."""
     import open_clip
 
     cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
@@ -283,6 +288,11 @@ def _register_config(name: str, config_json: str) -> None:
     import open_clip
 
     if name in open_clip.list_models():
+        if open_clip.get_model_config(name) != json.loads(config_json):
+            raise ModelLoadError(
+                f"model config {name}.json clashes with the open_clip architecture {name!r} "
+                "of another shape: rename the file"
+            )
         return
     with tempfile.TemporaryDirectory(prefix="searchmm-config-") as tmp:
         path = Path(tmp) / f"{name}.json"
@@ -302,7 +312,10 @@ def explain_load_failure(spec: ModelSpec, exc: BaseException) -> str:
         tags = open_clip.list_pretrained_tags_by_model(spec.name)
         known = ", ".join(tags[:6]) + (f", ... {len(tags)} in all" if len(tags) > 6 else "")
         known = known or "none published"
-        return f"{what}: unknown pretrained tag {spec.pretrained!r} (known tags: {known}; or a file path, or none)"
+        return (
+            f"{what}: unknown pretrained tag {spec.pretrained!r} "
+            f"(known tags: {known}; or a file path, or none)"
+        )
     if "Failed to download" in message or "HF Hub" in message or "hf-hub" in message.lower():
         if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
             why = (

@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .encoders import Encoder
+from .errors import SourceError
 from .sources import (
     FileEntry,
     TextRecord,
@@ -28,7 +29,6 @@ from .sources import (
     scan,
     text_digest,
 )
-from .errors import SourceError
 from .store import (
     FAILED,
     IMAGE,
@@ -440,7 +440,9 @@ def _os_reason(exc: OSError) -> str:
 
 def remove_under(store: Store, roots: Sequence[str]) -> int:
     """Delete every item (image file or text record) stored at or under the given paths."""
-    doomed = [i for kind in (IMAGE, TEXT) for i in store.items_of_kind(kind) if _under(i.path, roots)]
+    doomed = [
+        i for kind in (IMAGE, TEXT) for i in store.items_of_kind(kind) if _under(i.path, roots)
+    ]
     if doomed:
         with store.session() as s, s.begin():
             delete_items(s, doomed)

@@ -348,7 +348,11 @@ def _last_seq(session: Session) -> int:
 
 def put_embedding(session: Session, item: Item, vector: np.ndarray, *, replaced: bool) -> None:
     """Store an item's vector and log the change, inside the caller's transaction."""
-    session.merge(Embedding(item_id=item.id, vector=np.asarray(vector, dtype=np.float32).tobytes()))
+    blob = np.asarray(vector, dtype=np.float32).tobytes()
+    if replaced:
+        session.merge(Embedding(item_id=item.id, vector=blob))
+    else:
+        session.add(Embedding(item_id=item.id, vector=blob))
     session.add(Change(kind=item.kind, item_id=item.id, op=UPDATE if replaced else ADD))
 
 

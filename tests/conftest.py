@@ -52,7 +52,10 @@ def make_image(path: Path, seed: int, size: tuple[int, int] = (96, 64)) -> Path:
     rng = np.random.default_rng(seed)
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
-    channels = [np.sin(xx / rng.uniform(3, 20) + rng.uniform(0, 6)) + np.cos(yy / rng.uniform(3, 20)) for _ in range(3)]
+    channels = [
+        np.sin(xx / rng.uniform(3, 20) + rng.uniform(0, 6)) + np.cos(yy / rng.uniform(3, 20))
+        for _ in range(3)
+    ]
     pixels = np.stack(channels, axis=-1)
     pixels = ((pixels - pixels.min()) / (np.ptp(pixels) + 1e-9) * 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,14 +73,19 @@ def photo_dir(tmp_path: Path, real_photos: Path) -> Path:
     return folder
 
 
-def run_cli(*args: str | os.PathLike[str], check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | os.PathLike[str], check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real `searchmm` console command in a new process."""
     exe = Path(sys.executable).with_name("searchmm")
     command = [str(exe), *map(str, args)]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     result = subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=600)
     if check and result.returncode != 0:
-        raise AssertionError(f"{command} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        raise AssertionError(
+            f"{command} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
     return result
 
 
@@ -94,7 +102,8 @@ def stored_vectors(index_dir: Path, kind: str) -> dict[int, np.ndarray]:
     """Embeddings read straight from the SQLite file, without searchmm's code."""
     with sqlite3.connect(index_dir / "searchmm.db") as db:
         rows = db.execute(
-            "SELECT e.item_id, e.vector FROM embeddings e JOIN items i ON i.id = e.item_id WHERE i.kind = ?",
+            "SELECT e.item_id, e.vector FROM embeddings e JOIN items i ON i.id = e.item_id "
+            "WHERE i.kind = ?",
             (kind,),
         ).fetchall()
     return {item_id: np.frombuffer(blob, dtype=np.float32) for item_id, blob in rows}
@@ -103,7 +112,9 @@ def stored_vectors(index_dir: Path, kind: str) -> dict[int, np.ndarray]:
 def stored_items(index_dir: Path, kind: str) -> dict[str, int]:
     """path (or 'path#locator' for texts) -> item id, straight from SQLite."""
     with sqlite3.connect(index_dir / "searchmm.db") as db:
-        rows = db.execute("SELECT id, path, locator FROM items WHERE kind = ? AND status = 'ok'", (kind,)).fetchall()
+        rows = db.execute(
+            "SELECT id, path, locator FROM items WHERE kind = ? AND status = 'ok'", (kind,)
+        ).fetchall()
     return {(f"{p}#{loc}" if loc else p): i for i, p, loc in rows}
 
 

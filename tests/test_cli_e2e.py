@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import COCO_SAMPLE, cli_json, run_cli, stored_items, stored_vectors
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -59,7 +58,9 @@ def gallery(photo_dir: Path) -> Path:
     return photo_dir
 
 
-def test_ingest_then_query_every_image_in_a_new_process(tmp_path: Path, gallery: Path, tiny_config: Path) -> None:
+def test_ingest_then_query_every_image_in_a_new_process(
+    tmp_path: Path, gallery: Path, tiny_config: Path
+) -> None:
     index_dir = tmp_path / "idx"
     summary = cli_json("ingest", gallery, "--index-dir", index_dir, "--model-config", tiny_config)
     expected = len(_images_under(gallery))
@@ -68,7 +69,9 @@ def test_ingest_then_query_every_image_in_a_new_process(tmp_path: Path, gallery:
     assert set(stored_items(index_dir, "image")) == set(_images_under(gallery))
     _assert_each_image_finds_itself(index_dir, gallery)
 
-    hits = cli_json("query", "--image", gallery / "chelsea.jpg", "--index-dir", index_dir, "-k", "3")
+    hits = cli_json(
+        "query", "--image", gallery / "chelsea.jpg", "--index-dir", index_dir, "-k", "3"
+    )
     assert [h["rank"] for h in hits] == [1, 2, 3]
     assert hits[0]["path"] == str(gallery / "chelsea.jpg")
     assert hits[0]["kind"] == "image" and hits[0]["width"] == 451 and hits[0]["height"] == 300
@@ -88,7 +91,9 @@ def _bare_open_clip_text_vector(config: Path, text: str) -> np.ndarray:
     return torch.nn.functional.normalize(vector, dim=-1)[0].numpy()
 
 
-def test_text_query_ranking_equals_brute_force(tmp_path: Path, photo_dir: Path, tiny_config: Path) -> None:
+def test_text_query_ranking_equals_brute_force(
+    tmp_path: Path, photo_dir: Path, tiny_config: Path
+) -> None:
     index_dir = tmp_path / "idx"
     run_cli("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
     query = "a cat on a couch"
@@ -111,7 +116,9 @@ def test_table_output_and_text_target(tmp_path: Path, photo_dir: Path, tiny_conf
     assert lines[0].split() == ["rank", "score", "path"] and len(lines) == 3
     assert str(photo_dir) in lines[1]
 
-    no_texts = run_cli("query", "a rocket", "--target", "texts", "--index-dir", index_dir, check=False)
+    no_texts = run_cli(
+        "query", "a rocket", "--target", "texts", "--index-dir", index_dir, check=False
+    )
     assert no_texts.returncode == 1 and "holds no texts" in no_texts.stderr
 
     stats = cli_json("stats", "--index-dir", index_dir)
@@ -128,18 +135,24 @@ def test_query_on_missing_index_and_usage_errors(tmp_path: Path) -> None:
     ]
     both = run_cli("query", "text", "--image", "x.jpg", "--index-dir", tmp_path, check=False)
     assert both.returncode == 2
-    missing_path = run_cli("ingest", tmp_path / "no-such-folder", "--index-dir", tmp_path / "i", check=False)
+    missing_path = run_cli(
+        "ingest", tmp_path / "no-such-folder", "--index-dir", tmp_path / "i", check=False
+    )
     assert missing_path.returncode == 1 and "no such file or directory" in missing_path.stderr
     assert "Traceback" not in missing.stderr + missing_path.stderr
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not COCO_SAMPLE.exists(), reason="the COCO sample is only in CI and dev checkouts")
+@pytest.mark.skipif(
+    not COCO_SAMPLE.exists(), reason="the COCO sample is only in CI and dev checkouts"
+)
 def test_vit_b_32_random_init_on_the_coco_sample(tmp_path: Path) -> None:
     """The default architecture at full size, random weights: identical across processes."""
     index_dir = tmp_path / "idx"
     images = COCO_SAMPLE / "images"
-    summary = cli_json("ingest", images, "--index-dir", index_dir, "--model", "ViT-B-32", "--pretrained", "none")
+    summary = cli_json(
+        "ingest", images, "--index-dir", index_dir, "--model", "ViT-B-32", "--pretrained", "none"
+    )
     assert summary["new"] == len(_images_under(images)) == 100
     _assert_each_image_finds_itself(index_dir, images)
     hits = cli_json("query", "a man riding a horse", "--index-dir", index_dir, "-k", "5")

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import cli_json, index_ids, make_image, run_cli, stored_items
+
 from searchmm import Engine, ModelSpec
 
 
@@ -15,7 +15,9 @@ def _top_ids(index_dir: Path, query: str, k: int = 5) -> list[int]:
     return [h["id"] for h in cli_json("query", query, "--index-dir", index_dir, "-k", str(k))]
 
 
-def test_ann_index_chosen_by_size_and_kept_consistent(tmp_path: Path, photo_dir: Path, tiny_config: Path) -> None:
+def test_ann_index_chosen_by_size_and_kept_consistent(
+    tmp_path: Path, photo_dir: Path, tiny_config: Path
+) -> None:
     index_dir = tmp_path / "idx"
     spec = ModelSpec.from_options(model_config=tiny_config)
     with Engine(index_dir, model=spec, exact_threshold=4) as engine:
@@ -32,7 +34,9 @@ def test_ann_index_chosen_by_size_and_kept_consistent(tmp_path: Path, photo_dir:
     assert index_ids(index_dir, "image") == set(stored_items(index_dir, "image").values())
 
 
-def test_reindex_with_any_factory_string_gives_the_same_results(tmp_path: Path, photo_dir: Path, tiny_config: Path) -> None:
+def test_reindex_with_any_factory_string_gives_the_same_results(
+    tmp_path: Path, photo_dir: Path, tiny_config: Path
+) -> None:
     index_dir = tmp_path / "idx"
     run_cli("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
     exact = _top_ids(index_dir, "a cat on a couch")
@@ -40,7 +44,9 @@ def test_reindex_with_any_factory_string_gives_the_same_results(tmp_path: Path, 
 
     for factory in ("HNSW32", "IVF2,Flat", "auto"):
         specs = cli_json("reindex", "--index-spec", factory, "--index-dir", index_dir)
-        assert factory.split(",")[0] in specs["image"] or (factory == "auto" and specs["image"] == "IDMap2,Flat")
+        assert factory.split(",")[0] in specs["image"] or (
+            factory == "auto" and specs["image"] == "IDMap2,Flat"
+        )
         assert _top_ids(index_dir, "a cat on a couch") == exact, factory
 
     bad = run_cli("reindex", "--index-spec", "NoSuchIndex99", "--index-dir", index_dir, check=False)
@@ -49,7 +55,9 @@ def test_reindex_with_any_factory_string_gives_the_same_results(tmp_path: Path, 
 
 
 @pytest.mark.parametrize("damage", ["delete", "truncate", "garbage"])
-def test_damaged_index_file_is_rebuilt_from_the_store(tmp_path: Path, photo_dir: Path, tiny_config: Path, damage: str) -> None:
+def test_damaged_index_file_is_rebuilt_from_the_store(
+    tmp_path: Path, photo_dir: Path, tiny_config: Path, damage: str
+) -> None:
     index_dir = tmp_path / "idx"
     run_cli("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
     expected = _top_ids(index_dir, "a rocket")
@@ -63,4 +71,6 @@ def test_damaged_index_file_is_rebuilt_from_the_store(tmp_path: Path, photo_dir:
     result = run_cli("query", "a rocket", "--index-dir", index_dir, "-k", "5", "--json")
     assert "rebuilding it from the store" in result.stderr
     assert [h["id"] for h in json.loads(result.stdout)] == expected
-    assert index_ids(index_dir, "image") == set(stored_items(index_dir, "image").values())  # saved again
+    assert index_ids(index_dir, "image") == set(
+        stored_items(index_dir, "image").values()
+    )  # saved again

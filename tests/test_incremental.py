@@ -7,13 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import index_ids, make_image, stored_items
+
 from searchmm import Engine, ModelSpec
 
 
 class EncodeCounter:
-    """Counts images through the real vision tower with a forward hook (independent of our summary)."""
+    """Counts images through the real vision tower with a hook: independent of our summary."""
 
     def __init__(self, engine: Engine) -> None:
         self.images = 0
@@ -67,14 +67,18 @@ def test_add_modify_delete_rename(engine: Engine, tmp_path: Path) -> None:
     assert ids_after[str(folder / "img-1.png")] == ids_before[str(folder / "img-1.png")]
 
     hits = engine.search_image(folder / "img-1.png", k=1)
-    assert hits[0].path == str(folder / "img-1.png") and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert hits[0].path == str(folder / "img-1.png") and hits[0].score == pytest.approx(
+        1.0, abs=1e-4
+    )
 
     counter.images = 0
     third = engine.ingest([folder])
     assert counter.images == 0 and third.unchanged == 7 and third.new == third.removed == 0
 
 
-def test_copies_reuse_vectors_and_other_roots_are_left_alone(engine: Engine, tmp_path: Path) -> None:
+def test_copies_reuse_vectors_and_other_roots_are_left_alone(
+    engine: Engine, tmp_path: Path
+) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     make_image(a / "x.png", seed=1)
     make_image(b / "y.png", seed=2)
@@ -84,7 +88,11 @@ def test_copies_reuse_vectors_and_other_roots_are_left_alone(engine: Engine, tmp
     (b / "y.png").unlink()
     summary = engine.ingest([a])  # only `a` is scanned: `b`'s vanished file is not its business
     assert counter.images == 0 and summary.reused == 1 and summary.removed == 0
-    assert set(stored_items(engine.index_dir, "image")) == {str(a / "x.png"), str(a / "x-copy.png"), str(b / "y.png")}
+    assert set(stored_items(engine.index_dir, "image")) == {
+        str(a / "x.png"),
+        str(a / "x-copy.png"),
+        str(b / "y.png"),
+    }
     summary = engine.ingest([b])
     assert summary.removed == 1
     assert set(stored_items(engine.index_dir, "image")) == {str(a / "x.png"), str(a / "x-copy.png")}
@@ -106,4 +114,6 @@ def test_remove_command_and_stale_index_catch_up(engine: Engine, tmp_path: Path)
     with Engine(engine.index_dir) as reader:
         hits = reader.search_image(folder / "keep" / "0.png", k=10)
     assert {h.path for h in hits} == {str(p) for p in (folder / "keep").iterdir()}
-    assert index_ids(engine.index_dir, "image") == set(stored_items(engine.index_dir, "image").values())
+    assert index_ids(engine.index_dir, "image") == set(
+        stored_items(engine.index_dir, "image").values()
+    )

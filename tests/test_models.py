@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import cli_json, run_cli, stored_vectors
+
 from searchmm import ModelLoadError, ModelSpec
 from searchmm.encoders import load_encoder
 
@@ -28,15 +28,27 @@ def _one_line_error(result, fragment: str) -> None:
     [
         (["--pretrained", "no-such-tag"], {}, "unknown pretrained tag 'no-such-tag'"),
         (["--model", "NoSuchNet-7"], {}, "not an open_clip architecture"),
-        (["--pretrained", "laion2b_s34b_b79k"], {"HF_HUB_OFFLINE": "1"}, "offline (HF_HUB_OFFLINE is set)"),
+        (
+            ["--pretrained", "laion2b_s34b_b79k"],
+            {"HF_HUB_OFFLINE": "1"},
+            "offline (HF_HUB_OFFLINE is set)",
+        ),
         # No network: a closed loopback port stands in for an unreachable hub.
-        (["--pretrained", "openai"], {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}, "cannot be reached"),
+        (
+            ["--pretrained", "openai"],
+            {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"},
+            "cannot be reached",
+        ),
         (["--pretrained", "/nonexistent/weights.safetensors"], {}, "does not exist"),
     ],
 )
-def test_weights_that_cannot_be_had(tmp_path: Path, photo_dir: Path, options: list[str], env: dict, fragment: str) -> None:
+def test_weights_that_cannot_be_had(
+    tmp_path: Path, photo_dir: Path, options: list[str], env: dict, fragment: str
+) -> None:
     started = time.monotonic()
-    result = run_cli("ingest", photo_dir, "--index-dir", tmp_path / "idx", *options, env=env, check=False)
+    result = run_cli(
+        "ingest", photo_dir, "--index-dir", tmp_path / "idx", *options, env=env, check=False
+    )
     assert time.monotonic() - started < 30  # open_clip alone retries for ~46 s
     _one_line_error(result, fragment)
     assert not (tmp_path / "idx" / "searchmm.db").exists()  # nothing half-made is left behind
@@ -46,10 +58,22 @@ def test_a_different_model_is_refused(tmp_path: Path, photo_dir: Path, tiny_conf
     index_dir = tmp_path / "idx"
     run_cli("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
     before = stored_vectors(index_dir, "image")
-    result = run_cli("ingest", photo_dir, "--index-dir", index_dir, "--model", "ViT-B-32", "--pretrained", "none", check=False)
+    result = run_cli(
+        "ingest",
+        photo_dir,
+        "--index-dir",
+        index_dir,
+        "--model",
+        "ViT-B-32",
+        "--pretrained",
+        "none",
+        check=False,
+    )
     _one_line_error(result, "refusing to mix in ViT-B-32 (none)")
     after = stored_vectors(index_dir, "image")
-    assert before.keys() == after.keys() and all(np.array_equal(before[i], after[i]) for i in before)
+    assert before.keys() == after.keys() and all(
+        np.array_equal(before[i], after[i]) for i in before
+    )
     # Without model options, later commands use the recorded model.
     assert cli_json("ingest", photo_dir, "--index-dir", index_dir)["unchanged"] == len(before)
 
@@ -66,18 +90,27 @@ def _save_seeded_weights(config: Path, path: Path) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
-def test_local_checkpoint_gives_the_same_vectors(tmp_path: Path, photo_dir: Path, tiny_config: Path, suffix: str) -> None:
+def test_local_checkpoint_gives_the_same_vectors(
+    tmp_path: Path, photo_dir: Path, tiny_config: Path, suffix: str
+) -> None:
     checkpoint = tmp_path / f"weights{suffix}"
     _save_seeded_weights(tiny_config, checkpoint)
     run_cli("ingest", photo_dir, "--index-dir", tmp_path / "random", "--model-config", tiny_config)
     run_cli("ingest", photo_dir, "--index-dir", tmp_path / "ckpt", "--model-config", tiny_config,
             "--pretrained", checkpoint)  # fmt: skip
-    random_init, loaded = stored_vectors(tmp_path / "random", "image"), stored_vectors(tmp_path / "ckpt", "image")
+    random_init, loaded = (
+        stored_vectors(tmp_path / "random", "image"),
+        stored_vectors(tmp_path / "ckpt", "image"),
+    )
     assert len(loaded) == len(random_init) > 0
-    np.testing.assert_allclose(np.stack(list(loaded.values())), np.stack(list(random_init.values())), atol=1e-6)
+    np.testing.assert_allclose(
+        np.stack(list(loaded.values())), np.stack(list(random_init.values())), atol=1e-6
+    )
 
     with sqlite3.connect(tmp_path / "ckpt" / "searchmm.db") as db:
-        pretrained, digest = db.execute("SELECT pretrained, checkpoint_digest FROM model").fetchone()
+        pretrained, digest = db.execute(
+            "SELECT pretrained, checkpoint_digest FROM model"
+        ).fetchone()
     assert pretrained == str(checkpoint) and len(digest) == 32
     hits = cli_json("query", "a cat", "--index-dir", tmp_path / "ckpt", "-k", "1")  # no model flags
     assert len(hits) == 1

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import COCO_SAMPLE, cli_json, make_image, run_cli, stored_items, stored_vectors
 
 
@@ -37,13 +36,21 @@ def collections(tmp_path: Path) -> Path:
     return folder
 
 
-def test_every_text_format_and_text_to_text(tmp_path: Path, collections: Path, tiny_config: Path) -> None:
+def test_every_text_format_and_text_to_text(
+    tmp_path: Path, collections: Path, tiny_config: Path
+) -> None:
     index_dir = tmp_path / "idx"
-    summary = cli_json("ingest", collections, "--texts", "--index-dir", index_dir, "--model-config", tiny_config)
+    summary = cli_json(
+        "ingest", collections, "--texts", "--index-dir", index_dir, "--model-config", tiny_config
+    )
     assert summary["new"] == summary["encoded_texts"] == 8
-    assert [(f["locator"], f["reason"][:14]) for f in summary["failed"]] == [("line:2", "malformed JSON")]
+    assert [(f["locator"], f["reason"][:14]) for f in summary["failed"]] == [
+        ("line:2", "malformed JSON")
+    ]
 
-    hits = cli_json("query", "a bowl of ramen", "--target", "texts", "--index-dir", index_dir, "-k", "8")
+    hits = cli_json(
+        "query", "a bowl of ramen", "--target", "texts", "--index-dir", index_dir, "-k", "8"
+    )
     top = hits[0]
     assert top["text"] == "a bowl of ramen" and top["score"] == pytest.approx(1.0, abs=1e-5)
     assert top["metadata"] == {"author": "ana", "likes": 3}
@@ -51,7 +58,8 @@ def test_every_text_format_and_text_to_text(tmp_path: Path, collections: Path, t
     by_text = {h["text"]: h for h in hits}
     assert set(by_text) == {
         "a red bicycle", "a lighthouse at dusk", "a bowl of ramen", "snow on the mountains",
-        "a sailing boat", "un chat sur un canapé", "A dog catching a frisbee.", "A dog jumps in a park.",
+        "a sailing boat", "un chat sur un canapé",
+        "A dog catching a frisbee.", "A dog jumps in a park.",
     }  # fmt: skip
     assert by_text["un chat sur un canapé"]["metadata"] == {"id": "8", "lang": "fr"}
     assert by_text["A dog jumps in a park."]["metadata"] == {
@@ -65,27 +73,44 @@ def test_every_text_format_and_text_to_text(tmp_path: Path, collections: Path, t
     assert (again["encoded_texts"], again["unchanged"], again["removed"]) == (1, 5, 3)
 
 
-def test_image_to_text_matches_brute_force(tmp_path: Path, collections: Path, photo_dir: Path, tiny_config: Path) -> None:
+def test_image_to_text_matches_brute_force(
+    tmp_path: Path, collections: Path, photo_dir: Path, tiny_config: Path
+) -> None:
     index_dir = tmp_path / "idx"
     run_cli("ingest", photo_dir, collections / "notes.txt", collections / "posts.jsonl",
             "--index-dir", index_dir, "--model-config", tiny_config)  # fmt: skip
     query_image = photo_dir / "chelsea.jpg"
     hits = cli_json("query", "--image", query_image, "--target", "texts", "--index-dir", index_dir)
     texts = stored_vectors(index_dir, "text")
-    image_vector = stored_vectors(index_dir, "image")[stored_items(index_dir, "image")[str(query_image)]]
+    image_vector = stored_vectors(index_dir, "image")[
+        stored_items(index_dir, "image")[str(query_image)]
+    ]
     ids = np.array(list(texts))
     scores = np.stack(list(texts.values())) @ image_vector
     assert [h["id"] for h in hits] == ids[np.argsort(-scores)].tolist()
     np.testing.assert_allclose([h["score"] for h in hits], np.sort(scores)[::-1], atol=1e-5)
 
 
-@pytest.mark.skipif(not COCO_SAMPLE.exists(), reason="the COCO sample is only in CI and dev checkouts")
+@pytest.mark.skipif(
+    not COCO_SAMPLE.exists(), reason="the COCO sample is only in CI and dev checkouts"
+)
 def test_real_coco_captions_file(tmp_path: Path, tiny_config: Path) -> None:
     captions = COCO_SAMPLE / "captions_val2017_sample.json"
-    summary = cli_json("ingest", captions, "--index-dir", tmp_path / "idx", "--model-config", tiny_config)
+    summary = cli_json(
+        "ingest", captions, "--index-dir", tmp_path / "idx", "--model-config", tiny_config
+    )
     assert summary["new"] == 500 and summary["failed"] == []
     annotation = json.loads(captions.read_text())["annotations"][0]
-    hits = cli_json("query", annotation["caption"], "--target", "texts", "--index-dir", tmp_path / "idx", "-k", "1")
+    hits = cli_json(
+        "query",
+        annotation["caption"],
+        "--target",
+        "texts",
+        "--index-dir",
+        tmp_path / "idx",
+        "-k",
+        "1",
+    )
     assert hits[0]["metadata"]["image_id"] == annotation["image_id"]
     assert hits[0]["metadata"]["file_name"] == f"{annotation['image_id']:012d}.jpg"
 
@@ -101,7 +126,9 @@ def test_bad_files_among_good_ones(tmp_path: Path, photo_dir: Path, tiny_config:
     good = {str(p) for p in photo_dir.rglob("*") if p.is_file() and p.parent != bad}
 
     index_dir = tmp_path / "idx"
-    result = run_cli("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config, "--json")
+    result = run_cli(
+        "ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config, "--json"
+    )
     summary = json.loads(result.stdout)
     assert result.returncode == 0 and summary["new"] == len(good)
     reasons = {Path(f["path"]).name: f["reason"] for f in summary["failed"]}
@@ -118,5 +145,13 @@ def test_bad_files_among_good_ones(tmp_path: Path, photo_dir: Path, tiny_config:
     only_bad = tmp_path / "only-bad"
     only_bad.mkdir()
     (only_bad / "empty.jpg").write_bytes(b"")
-    failed = run_cli("ingest", only_bad, "--index-dir", tmp_path / "idx2", "--model-config", tiny_config, check=False)
+    failed = run_cli(
+        "ingest",
+        only_bad,
+        "--index-dir",
+        tmp_path / "idx2",
+        "--model-config",
+        tiny_config,
+        check=False,
+    )
     assert failed.returncode == 1 and "empty.jpg" in failed.stdout
