@@ -171,6 +171,18 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def model_config_fields(
+    args: argparse.Namespace, spec: ModelSpec, photos: PhotoSet
+) -> dict[str, Any]:
+    """The model and data fields every script records in its config."""
+    return {
+        "model": spec.name,
+        "pretrained": spec.pretrained,
+        "model_config": str(args.model_config) if args.model_config else None,
+        "images": photos.source,
+    }
+
+
 def median(values: Sequence[float]) -> float:
     return float(np.median(np.asarray(values, dtype=np.float64)))
 

@@ -174,10 +174,7 @@ def main() -> None:
         title="searchmm ingest efficiency",
         output=args.output,
         config={
-            "model": spec.name,
-            "pretrained": spec.pretrained,
-            "model_config": str(args.model_config) if args.model_config else None,
-            "images": photos.source,
+            **harness.model_config_fields(args, spec, photos),
             "count": n,
             "batch_size": args.batch_size,
             "workers": args.workers,

@@ -201,10 +201,7 @@ def main() -> None:
         title="searchmm query latency",
         output=args.output,
         config={
-            "model": spec.name,
-            "pretrained": spec.pretrained,
-            "model_config": str(args.model_config) if args.model_config else None,
-            "images": photos.source,
+            **harness.model_config_fields(args, spec, photos),
             "count": summary.encoded_images,
             "k": args.k,
             "queries": len(QUERIES),

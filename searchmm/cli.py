@@ -30,13 +30,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 IndexDir = Annotated[
     Path | None,
-    typer.Option("--index-dir", help="Index directory [default: $SEARCHMM_INDEX_DIR or ./indexes]"),
+    typer.Option(
+        "--index-dir", help="Index directory", show_default="$SEARCHMM_INDEX_DIR, else ./indexes"
+    ),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
 Wait = Annotated[
     float,
-    typer.Option("--wait", help="Seconds to wait for another writer's lock [default: refuse]"),
+    typer.Option("--wait", help="Seconds to wait for another writer's lock", show_default="refuse"),
 ]
 
 
@@ -100,7 +102,9 @@ def ingest(
         Path | None, typer.Option("--model-config", help="Custom open_clip architecture JSON")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per encoder batch")] = DEFAULT_BATCH_SIZE,
-    workers: Annotated[int, typer.Option(help="Decode worker processes [default: cores/2]")] = -1,
+    workers: Annotated[
+        int, typer.Option(help="Decode worker processes", show_default="half the cores")
+    ] = -1,
     device: Device = "auto",
     include_hidden: Annotated[
         bool, typer.Option("--include-hidden", help="Also walk hidden files")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .errors import IndexFileError
+from .errors import IndexFileError, SearchmmError
 from .index import AUTO, IndexHeader, VectorIndex, choose_spec
 from .store import Store
 
@@ -57,12 +57,22 @@ class IndexSet:
 
     def rebuild(self, kind: str, spec: str | None = None, *, persist: bool = True) -> VectorIndex:
         """Build from every stored vector; a given spec is remembered for later rebuilds."""
+        wanted = spec if spec is not None else self.requested_spec(kind)
+        seq, ids, vectors = self.store.snapshot(kind, self.dim)
+        try:
+            index = VectorIndex.build(
+                self.dim, ids, vectors, wanted, exact_threshold=self.exact_threshold
+            )
+        except SearchmmError:
+            if spec is not None:
+                raise  # the user's new spec failed: the old index and setting stay as they were
+            log.warning("index spec %r no longer builds for %s: using auto", wanted, kind)
+            index = VectorIndex.build(
+                self.dim, ids, vectors, AUTO, exact_threshold=self.exact_threshold
+            )
+            spec = AUTO
         if spec is not None:
             self.store.set_meta(f"index_spec.{kind}", spec)
-        seq, ids, vectors = self.store.snapshot(kind, self.dim)
-        index = VectorIndex.build(
-            self.dim, ids, vectors, self.requested_spec(kind), exact_threshold=self.exact_threshold
-        )
         self._open[kind], self._seq[kind] = index, seq
         self._saved_seq[kind] = None
         if persist:

@@ -157,12 +157,16 @@ class Ingestor:
         suspects: list[tuple[FileEntry, Item | None]] = []
         for entry in entries:
             item = by_path.get(entry.path)
-            if (
-                item
-                and item.status == OK
-                and (item.file_size, item.file_mtime_ns) == (entry.size, entry.mtime_ns)
-            ):
+            same = item is not None and (item.file_size, item.file_mtime_ns) == (
+                entry.size,
+                entry.mtime_ns,
+            )
+            if same and item.status == OK:
                 self.summary.unchanged += 1
+            elif same:
+                # The same bytes would fail the same way: report, do not decode (or load a model).
+                # (Unreadable files never get this far: their digest fails, cheaply, every run.)
+                self.summary.failed.append(Failure(entry.path, item.error or "failed before"))
             else:
                 suspects.append((entry, item))
         digests = digest_files([e.path for e, _ in suspects]) if suspects else {}

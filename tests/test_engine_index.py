@@ -52,6 +52,7 @@ def test_reindex_with_any_factory_string_gives_the_same_results(
     bad = run_cli("reindex", "--index-spec", "NoSuchIndex99", "--index-dir", index_dir, check=False)
     assert bad.returncode == 1 and "NoSuchIndex99" in bad.stderr
     assert _top_ids(index_dir, "a cat on a couch") == exact  # a bad spec broke nothing
+    assert cli_json("ingest", photo_dir, "--index-dir", index_dir)["failed"] == []
 
 
 @pytest.mark.parametrize("damage", ["delete", "truncate", "garbage"])

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import COCO_SAMPLE
 
 from searchmm.errors import SourceError
 from searchmm.sources import (
@@ -20,8 +21,6 @@ from searchmm.sources import (
     scan,
     text_digest,
 )
-
-COCO_SAMPLE = Path("/work/shared/data/coco-val2017-sample")
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:
