@@ -22,7 +22,7 @@ import numpy as np
 from .config import DEFAULT_BATCH_SIZE, DEFAULT_EXACT_THRESHOLD, DEFAULT_K, resolve_index_dir
 from .encoders import Encoder, ModelSpec, load_encoder
 from .errors import LockedError, ModelMismatchError, SearchmmError
-from .index import VectorIndex
+from .index import VectorIndex, preload_in_background
 from .indexing import IndexSet, index_path
 from .ingest import IngestOptions, Ingestor, IngestSummary
 from .search import Hit, image_vector, search_index, target_kind, text_vector
@@ -266,12 +266,13 @@ class Engine:
     def _searchable(self, target: str) -> VectorIndex:
         """The caught-up index of a target, checked non-empty before any model is loaded."""
         kind = target_kind(target)
-        self._store_or_fail()
-        with self._lock:
-            index = self._reader_index(kind)
-        if index.ntotal == 0:
+        if not self._store_or_fail().has_items(kind):
             raise SearchmmError(f"the index at {self.index_dir} holds no {kind}s: ingest some")
-        return index
+        if self._encoder is None:
+            preload_in_background()  # FAISS loads while the model does
+            _ = self.encoder
+        with self._lock:
+            return self._reader_index(kind)
 
     def _reader_index(self, kind: str) -> VectorIndex:
         """Readers catch a stale index up in memory, and save it only if no writer is busy."""

@@ -214,6 +214,15 @@ def worker_init(_worker_id: int) -> None:
     image_extensions()  # a spawned worker must register optional openers (HEIF) itself
 
 
+def ramp_up_batches(n: int, batch_size: int) -> list[list[int]]:
+    """Index batches whose first is a quarter size: the model starts after a few decodes, not 32."""
+    batches, start, size = [], 0, max(1, batch_size // 4)
+    while start < n:
+        batches.append(list(range(start, min(n, start + size))))
+        start, size = start + size, batch_size
+    return batches
+
+
 def image_loader(
     paths: Sequence[str],
     transform: Callable[[Image.Image], torch.Tensor],
@@ -226,8 +235,7 @@ def image_loader(
     extra: dict[str, Any] = {"prefetch_factor": 4} if workers > 0 else {}
     return torch.utils.data.DataLoader(
         ImageDataset(paths, transform, draft_size),
-        batch_size=batch_size,
-        shuffle=False,
+        batch_sampler=ramp_up_batches(len(paths), batch_size),
         num_workers=workers,
         collate_fn=collate_decoded,
         worker_init_fn=worker_init,

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,20 @@ def _faiss() -> Any:
             "(or 'searchmm[gpu]' on a CUDA machine)"
         ) from exc
     return faiss
+
+
+def preload_in_background() -> None:
+    """Start importing FAISS (~0.3 s) on a thread while the caller loads a model or encodes.
+
+    The caller has numpy imported already and FAISS imports no torch, so the two imports share
+    no module lock; a failure here is ignored and raised again, clearly, by `_faiss()`.
+    """
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            _faiss()
+
+    threading.Thread(target=load, name="searchmm-faiss-preload", daemon=True).start()
 
 
 def _reason(exc: BaseException) -> str:

@@ -219,7 +219,9 @@ class Ingestor:
         if not pending:
             return
         from .imaging import image_loader
+        from .index import preload_in_background
 
+        preload_in_background()  # ready for the index update when encoding ends
         encoder = self.encoder
         loader = image_loader(
             [p.entry.path for p in pending],

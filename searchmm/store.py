@@ -244,6 +244,12 @@ class Store:
                 found.update((d, i) for d, i in rows)
         return found
 
+    def has_items(self, kind: str) -> bool:
+        """Whether any item of a kind is searchable (cheap: stops at the first)."""
+        with self.session() as s:
+            query = select(Item.id).where(Item.kind == kind, Item.status == OK).limit(1)
+            return s.scalar(query) is not None
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Items per kind and status."""
         result = {kind: {OK: 0, FAILED: 0} for kind in KINDS}
