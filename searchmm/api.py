@@ -22,7 +22,8 @@ import numpy as np
 from .config import DEFAULT_BATCH_SIZE, DEFAULT_EXACT_THRESHOLD, DEFAULT_K, resolve_index_dir
 from .encoders import Encoder, ModelSpec, load_encoder
 from .errors import LockedError, ModelMismatchError, SearchmmError
-from .index import VectorIndex, preload_in_background
+from .faisslib import preload_in_background
+from .index import VectorIndex
 from .indexing import IndexSet, index_path
 from .ingest import IngestOptions, Ingestor, IngestSummary
 from .search import Hit, image_vector, search_index, target_kind, text_vector

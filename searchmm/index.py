@@ -1,4 +1,4 @@
-"""FAISS wrapper: pick an index type, add/remove by item id, search, save/load atomically.
+"""FAISS wrapper: pick an index type, add/remove by item id, search, save and load.
 
 The index is a derived cache of the SQLite store (design invariant 1): it never knows SQL, its
 FAISS ids are the store's item ids (invariant 3), and every index uses inner product on
@@ -7,26 +7,18 @@ L2-normalised vectors (invariant 7), so scores are cosine similarities whatever 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import os
-import re
-import struct
-import threading
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from searchmm.errors import IndexFileError, SearchmmError
+from searchmm.errors import SearchmmError
+from searchmm.faisslib import faiss_reason, load_faiss
+from searchmm.indexfile import IndexHeader, read_index_file, write_index_file
 
 AUTO = "auto"
 
-MAGIC = b"SEARCHMM-FAISS\n"
-TRAILER = b"SMMEND\x00\x00"
-FORMAT = 1
-KINDS = ("image", "text")
 
 HNSW_EF_SEARCH = 64
 HNSW_EF_CONSTRUCTION = 80
@@ -35,39 +27,6 @@ TRAIN_SAMPLE = 100_000
 TRAIN_SEED = 1234
 GPU_MAX_K = 2048  # FAISS's GPU k-selection limit; a larger k is answered on the CPU index
 NORM_TOLERANCE = 1e-2  # float16 round trips through the store stay well inside this
-
-
-def _faiss() -> Any:
-    """Import FAISS on first use, so that importing searchmm stays cheap and FAISS optional."""
-    try:
-        import faiss
-    except ImportError as exc:
-        raise SearchmmError(
-            "FAISS is not installed: pip install 'searchmm[cpu]' "
-            "(or 'searchmm[gpu]' on a CUDA machine)"
-        ) from exc
-    return faiss
-
-
-def preload_in_background() -> None:
-    """Start importing FAISS (~0.3 s) on a thread while the caller loads a model or encodes.
-
-    The caller has numpy imported already and FAISS imports no torch, so the two imports share
-    no module lock; a failure here is ignored and raised again, clearly, by `_faiss()`.
-    """
-
-    def load() -> None:
-        with contextlib.suppress(Exception):
-            _faiss()
-
-    threading.Thread(target=load, name="searchmm-faiss-preload", daemon=True).start()
-
-
-def _reason(exc: BaseException) -> str:
-    """One line: FAISS's message without its 'Error in <C++ signature> at <file:line>:' part."""
-    text = str(exc).strip()
-    match = re.match(r"Error in .*? at \S+:\d+: (?:Error: '.*?' failed: )?(.*)", text, re.DOTALL)
-    return " ".join((match.group(1) if match else text).split()) or type(exc).__name__
 
 
 def choose_spec(n: int, *, exact_threshold: int = 100_000, ivf_threshold: int = 2_000_000) -> str:
@@ -95,28 +54,9 @@ def choose_spec(n: int, *, exact_threshold: int = 100_000, ivf_threshold: int = 
     return f"IVF{2 ** round(float(np.log2(4.0 * np.sqrt(n))))},Flat"
 
 
-@dataclass
-class IndexHeader:
-    """What an index file reflects; stored inside the same file so the two cannot drift apart."""
-
-    kind: str
-    dim: int
-    spec: str
-    seq: int
-    count: int
-    format: int = FORMAT
-
-    def __post_init__(self) -> None:
-        ints = (self.dim, self.seq, self.count, self.format)
-        if self.kind not in KINDS or not isinstance(self.spec, str):
-            raise ValueError(f"bad header: kind {self.kind!r} (one of {KINDS}), spec {self.spec!r}")
-        if not all(type(v) is int and v >= 0 for v in ints):
-            raise ValueError(f"bad header: dim/seq/count/format must be ints >= 0, got {ints}")
-
-
 def _chain(index: Any) -> list[Any]:
     """The index and what it wraps (IDMap, PreTransform, Refine), outermost first, downcast."""
-    faiss = _faiss()
+    faiss = load_faiss()
     chain = [faiss.downcast_index(index)]
     while True:
         top = chain[-1]
@@ -130,23 +70,23 @@ def _chain(index: Any) -> list[Any]:
 
 def _takes_ids(index: Any) -> bool:
     """Whether add_with_ids works without an IDMap2 wrapper (IDMap itself, or IVF)."""
-    faiss = _faiss()
+    faiss = load_faiss()
     top = next(i for i in _chain(index) if not isinstance(i, faiss.IndexPreTransform))
     return isinstance(top, (faiss.IndexIDMap, faiss.IndexIVF))
 
 
 def _factory(dim: int, spec: str) -> Any:
-    faiss = _faiss()
+    faiss = load_faiss()
     try:
         return faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
-        raise SearchmmError(f"invalid index spec {spec!r}: {_reason(exc)}") from exc
+        raise SearchmmError(f"invalid index spec {spec!r}: {faiss_reason(exc)}") from exc
 
 
 def _default_params(index: Any) -> dict[str, int]:
     """Search-time knobs for the recall measured in the environment notes (FAISS's defaults,
     nprobe 1 and efSearch 16, lose too much); a Refine step re-ranks 8 * k candidates."""
-    faiss = _faiss()
+    faiss = load_faiss()
     chain = _chain(index)
     params = {}
     if any(isinstance(i, faiss.IndexRefine) for i in chain):
@@ -184,7 +124,7 @@ class VectorIndex:
     """
 
     def __init__(self, index: Any, spec: str, *, use_gpu: bool | None = None) -> None:
-        faiss = _faiss()  # faiss-cpu has get_num_gpus (0) but no GPU cloner
+        faiss = load_faiss()  # faiss-cpu has get_num_gpus (0) but no GPU cloner
         gpus = faiss.get_num_gpus() if hasattr(faiss, "index_cpu_to_all_gpus") else 0
         if use_gpu and not gpus:
             raise SearchmmError("use_gpu=True but FAISS sees no GPU (is faiss-gpu installed?)")
@@ -220,7 +160,7 @@ class VectorIndex:
         if not _takes_ids(index):
             spec = f"IDMap2,{spec}"
             index = _factory(dim, spec)
-        if isinstance(inner := _chain(index)[-1], _faiss().IndexHNSW):  # before any add
+        if isinstance(inner := _chain(index)[-1], load_faiss().IndexHNSW):  # before any add
             inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         self = cls(index, spec, use_gpu=use_gpu)
         if self._prepare(ids, vectors):
@@ -241,14 +181,14 @@ class VectorIndex:
     @property
     def supports_remove(self) -> bool:
         """HNSW (and NSG, Refine) cannot delete; the caller rebuilds from the store instead."""
-        faiss = _faiss()
+        faiss = load_faiss()
         unremovable = (faiss.IndexHNSW, faiss.IndexNSG, faiss.IndexRefine)
         return not any(isinstance(i, unremovable) for i in _chain(self._cpu))
 
     def _apply_params(self) -> None:
         """efSearch is serialised but nprobe is not for every type: apply after any load.
         ParameterSpace reaches through IDMap wrappers; GPU clones copy nprobe themselves."""
-        space = _faiss().ParameterSpace()
+        space = load_faiss().ParameterSpace()
         for name, value in self.search_params.items():
             space.set_index_parameter(self._cpu, name, value)
 
@@ -258,7 +198,7 @@ class VectorIndex:
             return None
         if self._gpu is None:
             try:
-                self._gpu = _faiss().index_cpu_to_all_gpus(self._cpu)
+                self._gpu = load_faiss().index_cpu_to_all_gpus(self._cpu)
             except RuntimeError:  # "This index type is not implemented on GPU." (HNSW, ...)
                 self._gpu_failed = True
                 return None
@@ -267,13 +207,13 @@ class VectorIndex:
     def _sync_cpu(self) -> None:
         """Bring the CPU index up to date with adds that went to the GPU copy."""
         if self._cpu_stale:
-            self._cpu = _faiss().index_gpu_to_cpu(self._gpu)
+            self._cpu = load_faiss().index_gpu_to_cpu(self._gpu)
             self._cpu_stale = False
             self._apply_params()
 
     def _train(self, vectors: np.ndarray) -> None:
         """Train on a fixed-seed sample: >= 40 vectors per IVF list (FAISS warns below 39)."""
-        ivf = _faiss().try_extract_index_ivf(self._cpu)
+        ivf = load_faiss().try_extract_index_ivf(self._cpu)
         nlist, n = (int(ivf.nlist) if ivf is not None else 0), len(vectors)
         if n < nlist:
             suggest = 2 ** int(np.log2(max(1, n // 39)))
@@ -291,7 +231,7 @@ class VectorIndex:
         try:
             self._cpu.train(vectors)
         except RuntimeError as exc:
-            raise SearchmmError(f"cannot train index {self.spec!r}: {_reason(exc)}") from exc
+            raise SearchmmError(f"cannot train index {self.spec!r}: {faiss_reason(exc)}") from exc
 
     def _prepare(self, ids: np.ndarray, vectors: np.ndarray) -> bool:
         """Validate a batch and train on it if the index is untrained; False when it is empty."""
@@ -362,7 +302,7 @@ class VectorIndex:
 
     def ids(self) -> np.ndarray:
         """Every id stored, in no particular order (for consistency checks against the store)."""
-        faiss = _faiss()
+        faiss = load_faiss()
         self._sync_cpu()
         top = faiss.downcast_index(self._cpu)
         if isinstance(top, faiss.IndexIDMap):
@@ -381,35 +321,11 @@ class VectorIndex:
     def save(self, path: str | os.PathLike[str], header: IndexHeader) -> IndexHeader:
         """Write header and index to one file atomically; returns the header as written.
 
-        dim, spec and count come from the index itself, so the file cannot contradict it, and
-        FAISS streams straight into the file (no second in-memory copy of a large index).
+        dim, spec and count come from the index itself, so the file cannot contradict it.
         """
-        faiss = _faiss()
-        path = os.fspath(path)
         self._sync_cpu()
-        header = dataclasses.replace(
-            header, dim=self.dim, spec=self.spec, count=self.ntotal, format=FORMAT
-        )
-        payload = json.dumps(dataclasses.asdict(header), sort_keys=True).encode("utf-8")
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(MAGIC + struct.pack("<I", len(payload)) + payload)
-                faiss.write_index(self._cpu, faiss.PyCallbackIOWriter(f.write))
-                f.write(TRAILER)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        with contextlib.suppress(OSError):  # make the rename durable (not possible on Windows)
-            fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        header = dataclasses.replace(header, dim=self.dim, spec=self.spec, count=self.ntotal)
+        write_index_file(path, self._cpu, header)
         return header
 
     @classmethod
@@ -417,52 +333,5 @@ class VectorIndex:
         cls, path: str | os.PathLike[str], *, use_gpu: bool | None = None
     ) -> tuple[VectorIndex, IndexHeader]:
         """Read a file written by save; a damaged one raises IndexFileError (rebuild it)."""
-        _faiss()  # a missing FAISS is not a damaged file
-        path = os.fspath(path)
-        with open(path, "rb") as f:  # a missing file raises FileNotFoundError: caller rebuilds
-            try:
-                index, header = _read(f)
-            except Exception as exc:
-                raise IndexFileError(f"{path}: {_reason(exc)}") from exc
+        index, header = read_index_file(path)
         return cls(index, header.spec, use_gpu=use_gpu), header
-
-
-def _read(f: Any) -> tuple[Any, IndexHeader]:
-    """Parse an open index file, checking the end marker before trusting anything in it."""
-    faiss = _faiss()
-    size = os.fstat(f.fileno()).st_size
-    data_end = size - len(TRAILER)
-    if size < len(MAGIC) + 4 + len(TRAILER):
-        raise ValueError(f"truncated ({size} bytes)")
-    f.seek(data_end)
-    if f.read(len(TRAILER)) != TRAILER:
-        raise ValueError("no end marker: truncated, or not a searchmm index file")
-    f.seek(0)
-    if f.read(len(MAGIC)) != MAGIC:
-        raise ValueError("not a searchmm index file (bad magic)")
-    (length,) = struct.unpack("<I", f.read(4))
-    if len(MAGIC) + 4 + length > data_end:
-        raise ValueError("header length runs past the end of the file")
-    meta = json.loads(f.read(length).decode("utf-8"))
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"header is not a format-{FORMAT} JSON object")
-    header = IndexHeader(**meta)
-    remaining = data_end - f.tell()
-
-    def read(n: int) -> bytes:  # FAISS must never read into the end marker
-        nonlocal remaining
-        chunk = f.read(min(n, remaining))
-        remaining -= len(chunk)
-        return chunk
-
-    index = faiss.read_index(faiss.PyCallbackIOReader(read))
-    if remaining:
-        raise ValueError(f"{remaining} unread bytes after the FAISS data")
-    if (index.d, index.ntotal) != (header.dim, header.count):
-        raise ValueError(
-            f"header says dim {header.dim}, {header.count} vectors; index has "
-            f"dim {index.d}, {index.ntotal}"
-        )
-    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
-        raise ValueError("index does not use inner product")
-    return index, header

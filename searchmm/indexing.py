@@ -11,7 +11,8 @@ import logging
 from pathlib import Path
 
 from .errors import IndexFileError, SearchmmError
-from .index import AUTO, IndexHeader, VectorIndex, choose_spec
+from .index import AUTO, VectorIndex, choose_spec
+from .indexfile import IndexHeader
 from .store import Store
 
 log = logging.getLogger("searchmm")

@@ -1,5 +1,7 @@
 """The ingest pipeline: diff a scan against the store, encode only what is new, commit in batches.
 
+Images are handled here; text collections in `ingest_texts`, on the same run and summary.
+
     scan -> diff (size+mtime, then content digest) -> renames, reuses, encodes, removals
          -> decode in DataLoader workers -> encode in batches -> commit each batch
 
@@ -20,15 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .encoders import Encoder
-from .errors import SourceError
-from .sources import (
-    FileEntry,
-    TextRecord,
-    digest_files,
-    read_text_collection,
-    scan,
-    text_digest,
-)
+from .sources import FileEntry, digest_files, os_reason, scan
 from .store import (
     FAILED,
     IMAGE,
@@ -99,7 +93,7 @@ class _Pending:
     digest: str
 
 
-def _under(path: str, roots: Sequence[str]) -> bool:
+def under(path: str, roots: Sequence[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
@@ -124,19 +118,21 @@ class Ingestor:
         found = self._scan(paths)
         try:
             self._ingest_images(found.images, roots)
-            self._ingest_texts(found.texts, roots)
+            from .ingest_texts import TextIngest
+
+            TextIngest(self).run(found.texts, roots)
         except KeyboardInterrupt:
             self.summary.interrupted = True  # the batch in flight was rolled back; the rest stays
         self.summary.elapsed_s = time.perf_counter() - started
         return self.summary
 
-    def _bar(self, total: int | None, desc: str, unit: str) -> tqdm:
+    def bar(self, total: int | None, desc: str, unit: str) -> tqdm:
         return tqdm(
             total=total, desc=desc, unit=unit, disable=not self.options.progress, leave=False
         )
 
     def _scan(self, paths: Sequence[str | os.PathLike[str]]) -> Any:
-        with self._bar(None, "scanning", " files") as bar:
+        with self.bar(None, "scanning", " files") as bar:
             found = scan(
                 paths,
                 include_hidden=self.options.include_hidden,
@@ -152,7 +148,7 @@ class Ingestor:
         existing = self.store.items_of_kind(IMAGE)
         by_path = {item.path: item for item in existing}
         seen = {e.path for e in entries}
-        gone = [i for i in existing if i.path not in seen and _under(i.path, roots)]
+        gone = [i for i in existing if i.path not in seen and under(i.path, roots)]
         gone = [i for i in gone if not os.path.lexists(i.path)]
         suspects: list[tuple[FileEntry, Item | None]] = []
         for entry in entries:
@@ -177,7 +173,7 @@ class Ingestor:
         for entry, item in suspects:
             digest = digests[entry.path]
             if isinstance(digest, OSError):
-                self.summary.failed.append(Failure(entry.path, _os_reason(digest)))
+                self.summary.failed.append(Failure(entry.path, os_reason(digest)))
             elif item and item.status == OK and item.file_digest == digest:
                 touched.append((item, entry))  # touched, same bytes
             elif item is None and digest in gone_by_digest:
@@ -187,7 +183,7 @@ class Ingestor:
         self._move_images(touched, renamed)
         renamed_ids = {item.id for item, _ in renamed}
         self._reuse_or_encode_images(pending)
-        self._remove([i for i in gone if i.id not in renamed_ids])
+        self.remove([i for i in gone if i.id not in renamed_ids])
 
     def _move_images(
         self, touched: list[tuple[Item, FileEntry]], renamed: list[tuple[Item, FileEntry]]
@@ -207,7 +203,7 @@ class Ingestor:
         to_copy = [p for p in pending if p.digest in reusable]
         for start in range(0, len(to_copy), 500):
             chunk = to_copy[start : start + 500]
-            ids, vectors = self.store.vectors([reusable[p.digest] for p in chunk], self._dim())
+            ids, vectors = self.store.vectors([reusable[p.digest] for p in chunk], self.dim())
             by_id = dict(zip(ids.tolist(), vectors, strict=True))
             with self.store.session() as s, s.begin():
                 for p in chunk:
@@ -218,8 +214,8 @@ class Ingestor:
     def _encode_images(self, pending: list[_Pending]) -> None:
         if not pending:
             return
+        from .faisslib import preload_in_background
         from .imaging import image_loader
-        from .index import preload_in_background
 
         preload_in_background()  # ready for the index update when encoding ends
         encoder = self.encoder
@@ -230,7 +226,7 @@ class Ingestor:
             workers=self.options.workers,
             draft_size=encoder.image_size,
         )
-        with self._bar(len(pending), "encoding images", " img") as bar:
+        with self.bar(len(pending), "encoding images", " img") as bar:
             for batch in loader:
                 vectors = encoder.encode_images(batch.pixels) if batch.pixels is not None else None
                 with self.store.session() as s, s.begin():
@@ -279,150 +275,9 @@ class Ingestor:
         item.file_digest = item.content_digest = p.digest
         return item
 
-    # -- texts -----------------------------------------------------------------------------
-
-    def _ingest_texts(self, entries: list[FileEntry], roots: list[str]) -> None:
-        by_path: dict[str, list[Item]] = {}
-        for item in self.store.items_of_kind(TEXT):
-            by_path.setdefault(item.path, []).append(item)
-        seen = {e.path for e in entries}
-        gone = {
-            p: items
-            for p, items in by_path.items()
-            if p not in seen and _under(p, roots) and not os.path.lexists(p)
-        }
-        gone_by_digest = {
-            items[0].file_digest: p for p, items in gone.items() if items[0].file_digest
-        }
-        plans: list[tuple[FileEntry, str, list[Item], list[TextRecord]]] = []
-        for entry in entries:
-            rows = by_path.get(entry.path, [])
-            if rows and all(
-                (r.file_size, r.file_mtime_ns) == (entry.size, entry.mtime_ns) for r in rows
-            ):
-                self.summary.unchanged += len(rows)
-                continue
-            digest = digest_files([entry.path])[entry.path]
-            if isinstance(digest, OSError):
-                self.summary.failed.append(Failure(entry.path, _os_reason(digest)))
-                continue
-            if rows and rows[0].file_digest == digest:
-                self._move_texts(rows, entry, digest)
-                self.summary.unchanged += len(rows)
-            elif not rows and digest in gone_by_digest:
-                moved = gone.pop(gone_by_digest.pop(digest))
-                self._move_texts(moved, entry, digest)
-                self.summary.renamed += len(moved)
-            else:
-                try:
-                    collection = read_text_collection(
-                        entry.path, text_field=self.options.text_field
-                    )
-                except SourceError as exc:
-                    self.summary.failed.append(Failure(entry.path, str(exc)))
-                    continue  # what was stored from this file stays until it can be read again
-                self.summary.failed.extend(
-                    Failure(entry.path, why, loc) for loc, why in collection.problems
-                )
-                plans.append((entry, digest, rows, collection.records))
-        for entry, digest, rows, records in plans:
-            self._update_collection(entry, digest, rows, records)
-        self._remove([item for items in gone.values() for item in items])
-
-    def _move_texts(self, rows: list[Item], entry: FileEntry, digest: str) -> None:
-        with self.store.session() as s, s.begin():
-            for item in rows:
-                row = s.get(Item, item.id)
-                row.path, row.file_size, row.file_mtime_ns, row.file_digest = (
-                    entry.path,
-                    entry.size,
-                    entry.mtime_ns,
-                    digest,
-                )
-
-    def _update_collection(
-        self, entry: FileEntry, digest: str, rows: list[Item], records: list[TextRecord]
-    ) -> None:
-        """Keep records whose text is unchanged, encode new texts, drop records that are gone."""
-        by_locator = {r.locator: r for r in rows}
-        todo: list[tuple[TextRecord, Item | None, str]] = []
-        keep: list[tuple[Item, TextRecord]] = []
-        for record in records:
-            item = by_locator.pop(record.locator, None)
-            content = text_digest(record.text)
-            if item is not None and item.content_digest == content:
-                keep.append((item, record))
-            else:
-                todo.append((record, item, content))
-        with self.store.session() as s, s.begin():
-            for item, record in keep:
-                row = s.get(Item, item.id)
-                row.file_size, row.file_mtime_ns, row.file_digest = (
-                    entry.size,
-                    entry.mtime_ns,
-                    digest,
-                )
-                row.meta = record.metadata
-        self.summary.unchanged += len(keep)
-        self._encode_texts(entry, digest, todo)
-        self._remove(list(by_locator.values()))
-
-    def _encode_texts(
-        self, entry: FileEntry, digest: str, todo: list[tuple[TextRecord, Item | None, str]]
-    ) -> None:
-        reusable = self.store.embedded_ids_by_digest(TEXT, [c for _, _, c in todo])
-        batch_size = self.options.text_batch_size
-        with self._bar(len(todo), f"encoding {os.path.basename(entry.path)}", " text") as bar:
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start : start + batch_size]
-                vectors = self._text_vectors(chunk, reusable)
-                with self.store.session() as s, s.begin():
-                    for (record, item, content), vector in zip(chunk, vectors, strict=True):
-                        row = s.get(Item, item.id) if item is not None else None
-                        if row is None:
-                            row = Item(kind=TEXT, path=entry.path, locator=record.locator)
-                            s.add(row)
-                        row.text, row.content_digest, row.meta = (
-                            record.text,
-                            content,
-                            record.metadata,
-                        )
-                        row.file_size, row.file_mtime_ns, row.file_digest = (
-                            entry.size,
-                            entry.mtime_ns,
-                            digest,
-                        )
-                        row.status, row.error = OK, None
-                        s.flush()
-                        put_embedding(s, row, vector, replaced=item is not None)
-                        if item is None:
-                            self.summary.new += 1
-                        else:
-                            self.summary.changed += 1
-                bar.update(len(chunk))
-
-    def _text_vectors(
-        self, chunk: list[tuple[TextRecord, Item | None, str]], reusable: dict[str, int]
-    ) -> np.ndarray:
-        """Vectors for a chunk: copied for texts already stored, encoded once per distinct text."""
-        contents = [c for _, _, c in chunk]
-        copied = [c for c in dict.fromkeys(contents) if c in reusable]
-        fresh = {c: r.text for r, _, c in chunk if c not in reusable}
-        by_content: dict[str, np.ndarray] = {}
-        if copied:
-            ids, vectors = self.store.vectors([reusable[c] for c in copied], self._dim())
-            by_id = dict(zip(ids.tolist(), vectors, strict=True))
-            by_content.update((c, by_id[reusable[c]]) for c in copied)
-            self.summary.reused += sum(1 for c in contents if c in reusable)
-        if fresh:
-            encoded = self.encoder.encode_texts(list(fresh.values()))
-            by_content.update(zip(fresh.keys(), encoded, strict=True))
-            self.summary.encoded_texts += len(fresh)
-        return np.stack([by_content[c] for c in contents])
-
     # -- shared ----------------------------------------------------------------------------
 
-    def _remove(self, items: Iterable[Item]) -> None:
+    def remove(self, items: Iterable[Item]) -> None:
         items = list(items)
         if not items:
             return
@@ -430,24 +285,16 @@ class Ingestor:
             delete_items(s, items)
         self.summary.removed += len(items)
 
-    def _dim(self) -> int:
+    def dim(self) -> int:
         model = self.store.get_model()
         assert model is not None, "the engine records the model before ingesting"
         return model.dim
 
 
-def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return "file vanished during ingest"
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    return exc.strerror or str(exc)
-
-
 def remove_under(store: Store, roots: Sequence[str]) -> int:
     """Delete every item (image file or text record) stored at or under the given paths."""
     doomed = [
-        i for kind in (IMAGE, TEXT) for i in store.items_of_kind(kind) if _under(i.path, roots)
+        i for kind in (IMAGE, TEXT) for i in store.items_of_kind(kind) if under(i.path, roots)
     ]
     if doomed:
         with store.session() as s, s.begin():

@@ -1,4 +1,4 @@
-"""Discovering what to index: image files on disk, text collections, and content fingerprints.
+"""Discovering what to index: image files and text collection files on disk, and file digests.
 
 Nothing here decodes pixels; the ingest diffs these listings against the store, so a root that
 is missing must fail loudly rather than look like "everything was deleted".
@@ -6,20 +6,16 @@ is missing must fail loudly rather than look like "everything was deleted".
 
 from __future__ import annotations
 
-import csv
 import errno
 import functools
 import hashlib
-import io
-import json
 import os
 import stat
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
-from searchmm.errors import SearchmmError, SourceError
+from searchmm.errors import SourceError
 
 IMAGE_EXTENSIONS_BASE = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -75,16 +71,16 @@ class ScanResult:
     problems: list[tuple[str, str]]
 
 
-def _ext(name: str) -> str:
+def file_extension(name: str) -> str:
     return os.path.splitext(name)[1].lower()
 
 
-def _os_reason(err: OSError) -> str:
+def os_reason(err: OSError) -> str:
     """A short human reason for an OSError met while walking or reading."""
     if isinstance(err, PermissionError):
         return "permission denied"
     if isinstance(err, FileNotFoundError):
-        return "vanished while scanning"
+        return "file vanished"
     if err.errno == errno.ELOOP:  # a symlink that (eventually) points at itself
         return "symlink loop"
     return err.strerror or str(err)
@@ -116,7 +112,7 @@ class _Walker:
             self.progress(n)
 
     def add_file(self, path: str, st: os.stat_result) -> None:
-        ext, entry = _ext(path), FileEntry(path, st.st_size, st.st_mtime_ns)
+        ext, entry = file_extension(path), FileEntry(path, st.st_size, st.st_mtime_ns)
         if ext in self.image_exts:
             self.images.setdefault(path, entry)
         elif ext in TEXT_EXTENSIONS:
@@ -139,7 +135,7 @@ class _Walker:
                 with os.scandir(directory) as it:
                     entries = list(it)
             except OSError as err:
-                self.problems[directory] = _os_reason(err)
+                self.problems[directory] = os_reason(err)
                 continue
             subdirs = []
             for entry in entries:
@@ -150,7 +146,7 @@ class _Walker:
             stack.extend(sorted(subdirs, key=lambda d: d[0], reverse=True))
 
     def _visit(self, entry: os.DirEntry[str], subdirs: list[tuple[str, os.stat_result]]) -> None:
-        ext = _ext(entry.name)
+        ext = file_extension(entry.name)
         wanted = ext in self.image_exts or (self.texts_in_folders and ext in TEXT_EXTENSIONS)
         try:
             is_link = entry.is_symlink()
@@ -163,7 +159,7 @@ class _Walker:
                 self.problems[entry.path] = "broken symlink"
             return  # else: deleted between listing and stat, nothing to report
         except OSError as err:
-            self.problems[entry.path] = _os_reason(err)
+            self.problems[entry.path] = os_reason(err)
             return
         if stat.S_ISDIR(st.st_mode):
             subdirs.append((entry.path, st))
@@ -184,12 +180,12 @@ def check_root(path: str | os.PathLike[str]) -> tuple[str, os.stat_result]:
     except FileNotFoundError:
         raise SourceError(f"{shown}: no such file or directory") from None
     except OSError as err:
-        raise SourceError(f"{shown}: cannot access: {_os_reason(err)}") from None
+        raise SourceError(f"{shown}: cannot access: {os_reason(err)}") from None
     if stat.S_ISDIR(st.st_mode):
         return abspath, st
     if not stat.S_ISREG(st.st_mode):
         raise SourceError(f"{shown}: not a regular file or directory")
-    ext = _ext(abspath)
+    ext = file_extension(abspath)
     if ext not in image_extensions() and ext not in TEXT_EXTENSIONS:
         raise SourceError(
             f"{shown}: unsupported file type {ext or '(no extension)'!r}; supported images: "
@@ -242,185 +238,3 @@ def digest_files(paths: Sequence[str], threads: int = 4) -> dict[str, str | OSEr
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return dict(zip(paths, pool.map(one, paths), strict=True))
-
-
-def text_digest(text: str) -> str:
-    """Hash of a text record, so an unchanged caption is not re-encoded."""
-    data = text.encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-@dataclass(frozen=True)
-class TextRecord:
-    """One text to embed; `locator` says where it sits in its file and is stable while it is."""
-
-    locator: str
-    text: str
-    metadata: dict[str, Any]
-
-
-@dataclass
-class TextCollection:
-    """The records of one file plus the records that could not be used and why."""
-
-    records: list[TextRecord]
-    problems: list[tuple[str, str]]
-
-
-def _read_utf8(path: str) -> str:
-    """Whole file as text, strictly UTF-8 (BOM allowed): a wrong guess would corrupt the index."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as err:
-        reason = "file vanished" if isinstance(err, FileNotFoundError) else _os_reason(err)
-        raise SourceError(f"{display_path(path)}: cannot read: {reason}") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise SourceError(
-            f"{display_path(path)}: not valid UTF-8 (byte offset {err.start}, line {line}); "
-            "re-save the file as UTF-8"
-        ) from None
-
-
-def _lines(text: str) -> list[tuple[int, str]]:
-    """(1-based line number, stripped line) for each non-blank physical line."""
-    numbered = enumerate(text.split("\n"), start=1)
-    return [(n, line.strip()) for n, line in numbered if line.strip()]
-
-
-def _read_txt(text: str) -> TextCollection:
-    return TextCollection([TextRecord(f"line:{n}", line, {}) for n, line in _lines(text)], [])
-
-
-def _read_jsonl(text: str, text_field: str) -> TextCollection:
-    records: list[TextRecord] = []
-    problems: list[tuple[str, str]] = []
-    for n, line in _lines(text):
-        locator = f"line:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            problems.append((locator, f"malformed JSON: {err.msg} at column {err.colno}"))
-            continue
-        if not isinstance(obj, dict):
-            problems.append((locator, f"not a JSON object (got {type(obj).__name__})"))
-            continue
-        value = obj.pop(text_field, None)
-        if value is None:
-            problems.append((locator, f"no {text_field!r} field"))
-        elif not isinstance(value, str):
-            problems.append((locator, f"{text_field!r} is not a string"))
-        elif not value.strip():
-            problems.append((locator, f"empty {text_field!r}"))
-        else:
-            records.append(TextRecord(locator, value.strip(), obj))
-    return TextCollection(records, problems)
-
-
-def _read_csv(path: str, text: str, text_field: str) -> TextCollection:
-    records: list[TextRecord] = []
-    problems: list[tuple[str, str]] = []
-    # The default field limit (128 KiB) would reject a long caption; raise it for this read only.
-    old_limit = csv.field_size_limit()
-    csv.field_size_limit(max(old_limit, len(text) + 1))
-    reader = csv.DictReader(io.StringIO(text, newline=""), restkey="_extra")
-    try:
-        if reader.fieldnames is None:
-            return TextCollection([], [])  # empty file
-        if text_field not in reader.fieldnames:
-            raise SourceError(
-                f"{display_path(path)}: no {text_field!r} column; columns found: "
-                f"{', '.join(reader.fieldnames) or '(none)'}"
-            )
-        for row_number, row in enumerate(reader, start=1):
-            locator = f"row:{row_number}"
-            value = row.pop(text_field, None)
-            if value is None or not value.strip():
-                problems.append((locator, f"empty {text_field!r} cell"))
-                continue
-            records.append(TextRecord(locator, value.strip(), row))
-    except csv.Error as err:
-        raise SourceError(
-            f"{display_path(path)}: malformed CSV at line {reader.line_num}: {err}"
-        ) from None
-    finally:
-        csv.field_size_limit(old_limit)
-    return TextCollection(records, problems)
-
-
-def _read_coco(path: str, text: str) -> TextCollection:
-    expected = (
-        "expected COCO captions JSON: an object with 'images' [{id, file_name}] and "
-        "'annotations' [{id, image_id, caption}]"
-    )
-    if not text.strip():
-        return TextCollection([], [])
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SourceError(
-            f"{display_path(path)}: not valid JSON ({err.msg} at line {err.lineno}, "
-            f"column {err.colno}); {expected}"
-        ) from None
-    if (
-        not isinstance(doc, dict)
-        or not isinstance(doc.get("images"), list)
-        or not isinstance(doc.get("annotations"), list)
-    ):
-        raise SourceError(f"{display_path(path)}: {expected}")
-    file_names: dict[Any, Any] = {
-        img["id"]: img.get("file_name")
-        for img in doc["images"]
-        if isinstance(img, dict) and isinstance(img.get("id"), (int, str))
-    }
-    records: list[TextRecord] = []
-    problems: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for position, ann in enumerate(doc["annotations"]):
-        if not isinstance(ann, dict) or "id" not in ann:
-            problems.append((f"annotations[{position}]", "annotation without an 'id'"))
-            continue
-        locator = f"ann:{ann['id']}"
-        caption = ann.get("caption")
-        if locator in seen:
-            problems.append((locator, "duplicate annotation id"))
-        elif "image_id" not in ann:
-            problems.append((locator, "no 'image_id' field"))
-        elif not isinstance(ann["image_id"], (int, str)):
-            problems.append((locator, "'image_id' is not an integer or string"))
-        elif caption is None:
-            problems.append((locator, "no 'caption' field"))
-        elif not isinstance(caption, str) or not caption.strip():
-            problems.append((locator, "'caption' is empty or not a string"))
-        else:
-            seen.add(locator)
-            metadata = {
-                "image_id": ann["image_id"],
-                "file_name": file_names.get(ann["image_id"]),
-                "annotation_id": ann["id"],
-            }
-            records.append(TextRecord(locator, caption.strip(), metadata))
-    return TextCollection(records, problems)
-
-
-def read_text_collection(path: str, *, text_field: str = "text") -> TextCollection:
-    """Read one .txt/.jsonl/.csv/COCO .json file; bad records are reported, not fatal."""
-    if not isinstance(text_field, str) or not text_field:
-        raise SearchmmError("text_field must be a non-empty string")
-    ext = _ext(path)
-    if ext not in TEXT_EXTENSIONS:
-        raise SourceError(
-            f"{display_path(path)}: not a text collection; supported: "
-            f"{', '.join(sorted(TEXT_EXTENSIONS))}"
-        )
-    text = _read_utf8(path)
-    if ext == ".txt":
-        return _read_txt(text)
-    if ext == ".jsonl":
-        return _read_jsonl(text, text_field)
-    if ext == ".csv":
-        return _read_csv(path, text, text_field)
-    return _read_coco(path, text)

@@ -20,6 +20,7 @@ from searchmm.imaging import (
     collate_decoded,
     image_loader,
     load_image,
+    ramp_up_batches,
 )
 
 ORIENTATION = 0x0112
@@ -259,8 +260,16 @@ def check_batches(batches: list[DecodedBatch]) -> None:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_loader_good_and_bad(tmp_path: Path, workers: int) -> None:
     paths = mixed_files(tmp_path)
-    loader = image_loader(paths, tiny_transform(), batch_size=2, workers=workers, draft_size=64)
+    # batch_size 8 starts with a quarter-size batch of 2: batches [0, 1] and [2, 3]
+    loader = image_loader(paths, tiny_transform(), batch_size=8, workers=workers, draft_size=64)
     check_batches(list(loader))
+
+
+def test_first_batch_is_small_so_the_model_starts_early() -> None:
+    assert [len(b) for b in ramp_up_batches(100, 32)] == [8, 32, 32, 28]
+    assert [i for b in ramp_up_batches(100, 32) for i in b] == list(range(100))
+    assert ramp_up_batches(0, 32) == [] and ramp_up_batches(3, 32) == [[0, 1, 2]]
+    assert ramp_up_batches(3, 1) == [[0], [1], [2]]
 
 
 def test_dataset_never_raises(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from searchmm.errors import IndexFileError, SearchmmError
-from searchmm.index import AUTO, IndexHeader, VectorIndex, choose_spec
+from searchmm.index import AUTO, VectorIndex, choose_spec
+from searchmm.indexfile import IndexHeader
 
 faiss = pytest.importorskip("faiss")
 

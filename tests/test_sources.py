@@ -17,10 +17,9 @@ from searchmm.sources import (
     digest_files,
     file_digest,
     image_extensions,
-    read_text_collection,
     scan,
-    text_digest,
 )
+from searchmm.texts import read_text_collection, text_digest
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:

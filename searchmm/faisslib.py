@@ -1,0 +1,43 @@
+"""FAISS, imported lazily: importing searchmm stays cheap and FAISS stays an optional extra."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from typing import Any
+
+from searchmm.errors import SearchmmError
+
+
+def load_faiss() -> Any:
+    """Import FAISS on first use, so that importing searchmm stays cheap and FAISS optional."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise SearchmmError(
+            "FAISS is not installed: pip install 'searchmm[cpu]' "
+            "(or 'searchmm[gpu]' on a CUDA machine)"
+        ) from exc
+    return faiss
+
+
+def preload_in_background() -> None:
+    """Start importing FAISS (~0.3 s) on a thread while the caller loads a model or encodes.
+
+    The caller has numpy imported already and FAISS imports no torch, so the two imports share
+    no module lock; a failure here is ignored and raised again, clearly, by `load_faiss()`.
+    """
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            load_faiss()
+
+    threading.Thread(target=load, name="searchmm-faiss-preload", daemon=True).start()
+
+
+def faiss_reason(exc: BaseException) -> str:
+    """One line: FAISS's message without its 'Error in <C++ signature> at <file:line>:' part."""
+    text = str(exc).strip()
+    match = re.match(r"Error in .*? at \S+:\d+: (?:Error: '.*?' failed: )?(.*)", text, re.DOTALL)
+    return " ".join((match.group(1) if match else text).split()) or type(exc).__name__

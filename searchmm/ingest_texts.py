@@ -1,0 +1,165 @@
+"""Ingest of text collections: a file's records are diffed by locator and text, not re-read.
+
+An unchanged file (size, mtime, then digest) is skipped; a renamed one keeps its items; in a
+changed one, records whose text is unchanged keep their vectors, new texts are encoded once
+each (or copied from identical stored texts), and records that are gone are removed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import SourceError
+from .ingest import Failure, Ingestor, under
+from .sources import FileEntry, digest_files, os_reason
+from .store import OK, TEXT, Item, put_embedding
+from .texts import TextRecord, read_text_collection, text_digest
+
+
+class TextIngest:
+    """The text half of one `Ingestor` run (same store, options, encoder and summary)."""
+
+    def __init__(self, ingest: Ingestor) -> None:
+        self.ingest = ingest
+        self.store, self.summary = ingest.store, ingest.summary
+
+    def run(self, entries: list[FileEntry], roots: list[str]) -> None:
+        by_path: dict[str, list[Item]] = {}
+        for item in self.store.items_of_kind(TEXT):
+            by_path.setdefault(item.path, []).append(item)
+        seen = {e.path for e in entries}
+        gone = {
+            p: items
+            for p, items in by_path.items()
+            if p not in seen and under(p, roots) and not os.path.lexists(p)
+        }
+        gone_by_digest = {
+            items[0].file_digest: p for p, items in gone.items() if items[0].file_digest
+        }
+        plans: list[tuple[FileEntry, str, list[Item], list[TextRecord]]] = []
+        for entry in entries:
+            rows = by_path.get(entry.path, [])
+            if rows and all(
+                (r.file_size, r.file_mtime_ns) == (entry.size, entry.mtime_ns) for r in rows
+            ):
+                self.summary.unchanged += len(rows)
+                continue
+            digest = digest_files([entry.path])[entry.path]
+            if isinstance(digest, OSError):
+                self.summary.failed.append(Failure(entry.path, os_reason(digest)))
+                continue
+            if rows and rows[0].file_digest == digest:
+                self._move_texts(rows, entry, digest)
+                self.summary.unchanged += len(rows)
+            elif not rows and digest in gone_by_digest:
+                moved = gone.pop(gone_by_digest.pop(digest))
+                self._move_texts(moved, entry, digest)
+                self.summary.renamed += len(moved)
+            else:
+                try:
+                    collection = read_text_collection(
+                        entry.path, text_field=self.ingest.options.text_field
+                    )
+                except SourceError as exc:
+                    self.summary.failed.append(Failure(entry.path, str(exc)))
+                    continue  # what was stored from this file stays until it can be read again
+                self.summary.failed.extend(
+                    Failure(entry.path, why, loc) for loc, why in collection.problems
+                )
+                plans.append((entry, digest, rows, collection.records))
+        for entry, digest, rows, records in plans:
+            self._update_collection(entry, digest, rows, records)
+        self.ingest.remove([item for items in gone.values() for item in items])
+
+    def _move_texts(self, rows: list[Item], entry: FileEntry, digest: str) -> None:
+        with self.store.session() as s, s.begin():
+            for item in rows:
+                row = s.get(Item, item.id)
+                row.path, row.file_size, row.file_mtime_ns, row.file_digest = (
+                    entry.path,
+                    entry.size,
+                    entry.mtime_ns,
+                    digest,
+                )
+
+    def _update_collection(
+        self, entry: FileEntry, digest: str, rows: list[Item], records: list[TextRecord]
+    ) -> None:
+        """Keep records whose text is unchanged, encode new texts, drop records that are gone."""
+        by_locator = {r.locator: r for r in rows}
+        todo: list[tuple[TextRecord, Item | None, str]] = []
+        keep: list[tuple[Item, TextRecord]] = []
+        for record in records:
+            item = by_locator.pop(record.locator, None)
+            content = text_digest(record.text)
+            if item is not None and item.content_digest == content:
+                keep.append((item, record))
+            else:
+                todo.append((record, item, content))
+        with self.store.session() as s, s.begin():
+            for item, record in keep:
+                row = s.get(Item, item.id)
+                row.file_size, row.file_mtime_ns, row.file_digest = (
+                    entry.size,
+                    entry.mtime_ns,
+                    digest,
+                )
+                row.meta = record.metadata
+        self.summary.unchanged += len(keep)
+        self._encode_texts(entry, digest, todo)
+        self.ingest.remove(list(by_locator.values()))
+
+    def _encode_texts(
+        self, entry: FileEntry, digest: str, todo: list[tuple[TextRecord, Item | None, str]]
+    ) -> None:
+        reusable = self.store.embedded_ids_by_digest(TEXT, [c for _, _, c in todo])
+        batch_size = self.ingest.options.text_batch_size
+        with self.ingest.bar(len(todo), f"encoding {os.path.basename(entry.path)}", " text") as bar:
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                vectors = self._text_vectors(chunk, reusable)
+                with self.store.session() as s, s.begin():
+                    for (record, item, content), vector in zip(chunk, vectors, strict=True):
+                        row = s.get(Item, item.id) if item is not None else None
+                        if row is None:
+                            row = Item(kind=TEXT, path=entry.path, locator=record.locator)
+                            s.add(row)
+                        row.text, row.content_digest, row.meta = (
+                            record.text,
+                            content,
+                            record.metadata,
+                        )
+                        row.file_size, row.file_mtime_ns, row.file_digest = (
+                            entry.size,
+                            entry.mtime_ns,
+                            digest,
+                        )
+                        row.status, row.error = OK, None
+                        s.flush()
+                        put_embedding(s, row, vector, replaced=item is not None)
+                        if item is None:
+                            self.summary.new += 1
+                        else:
+                            self.summary.changed += 1
+                bar.update(len(chunk))
+
+    def _text_vectors(
+        self, chunk: list[tuple[TextRecord, Item | None, str]], reusable: dict[str, int]
+    ) -> np.ndarray:
+        """Vectors for a chunk: copied for texts already stored, encoded once per distinct text."""
+        contents = [c for _, _, c in chunk]
+        copied = [c for c in dict.fromkeys(contents) if c in reusable]
+        fresh = {c: r.text for r, _, c in chunk if c not in reusable}
+        by_content: dict[str, np.ndarray] = {}
+        if copied:
+            ids, vectors = self.store.vectors([reusable[c] for c in copied], self.ingest.dim())
+            by_id = dict(zip(ids.tolist(), vectors, strict=True))
+            by_content.update((c, by_id[reusable[c]]) for c in copied)
+            self.summary.reused += sum(1 for c in contents if c in reusable)
+        if fresh:
+            encoded = self.ingest.encoder.encode_texts(list(fresh.values()))
+            by_content.update(zip(fresh.keys(), encoded, strict=True))
+            self.summary.encoded_texts += len(fresh)
+        return np.stack([by_content[c] for c in contents])
