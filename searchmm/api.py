@@ -259,17 +259,42 @@ class Engine:
         index = self._searchable(target)
         return search_index(self._store_or_fail(), index, vector, k)
 
+    def search_batch(
+        self, vectors: np.ndarray, *, target: str = "images", k: int = DEFAULT_K
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Many query vectors at once: (scores (q, k), item ids (q, k)); id -1 pads past the end."""
+        index = self._searchable(target, load_model=False)
+        queries = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+        if queries.ndim != 2 or queries.shape[1] != index.dim:
+            raise SearchmmError(f"queries must be (n, {index.dim}), got {queries.shape}")
+        return index.search(queries, k)
+
+    def embeddings(self, target: str = "images") -> tuple[np.ndarray, np.ndarray]:
+        """(item ids, vectors) of every stored embedding of a target, in id order."""
+        kind = target_kind(target)
+        store = self._store_or_fail()
+        record = store.get_model()
+        if record is None:
+            return np.empty(0, np.int64), np.empty((0, 0), np.float32)
+        _, ids, vectors = store.snapshot(kind, record.dim)
+        return ids, vectors
+
+    @property
+    def store(self) -> Store:
+        """The SQLite store (items and their metadata), for callers that need more than hits."""
+        return self._store_or_fail()
+
     def _store_or_fail(self) -> Store:
         if not self._db_exists():
             raise SearchmmError(f"no index at {self.index_dir}: run `searchmm ingest PATH` first")
         return self._open_store(create=False)
 
-    def _searchable(self, target: str) -> VectorIndex:
+    def _searchable(self, target: str, *, load_model: bool = True) -> VectorIndex:
         """The caught-up index of a target, checked non-empty before any model is loaded."""
         kind = target_kind(target)
         if not self._store_or_fail().has_items(kind):
             raise SearchmmError(f"the index at {self.index_dir} holds no {kind}s: ingest some")
-        if self._encoder is None:
+        if load_model and self._encoder is None:
             preload_in_background()  # FAISS loads while the model does
             _ = self.encoder
         with self._lock:

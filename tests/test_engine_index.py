@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import cli_json, index_ids, make_image, run_cli, stored_items
 
-from searchmm import Engine, ModelSpec
+from searchmm import Engine, ModelSpec, SearchmmError
 
 
 def _top_ids(index_dir: Path, query: str, k: int = 5) -> list[int]:
@@ -75,3 +76,20 @@ def test_damaged_index_file_is_rebuilt_from_the_store(
     assert index_ids(index_dir, "image") == set(
         stored_items(index_dir, "image").values()
     )  # saved again
+
+
+def test_batch_search_and_embeddings_agree_with_single_queries(
+    tmp_path: Path, photo_dir: Path, tiny_config: Path
+) -> None:
+    spec = ModelSpec.from_options(model_config=tiny_config)
+    with Engine(tmp_path / "idx", model=spec) as engine:
+        engine.ingest([photo_dir])
+        ids, vectors = engine.embeddings("images")
+        assert len(ids) == len(vectors) == len(stored_items(engine.index_dir, "image"))
+        scores, found = engine.search_batch(vectors, target="images", k=3)
+        assert found[:, 0].tolist() == ids.tolist()  # each vector finds its own item first
+        single = engine.search_vector(vectors[0], k=3)
+        assert [h.item.id for h in single] == found[0].tolist()
+        np.testing.assert_allclose([h.score for h in single], scores[0], atol=1e-6)
+        with pytest.raises(SearchmmError, match="queries must be"):
+            engine.search_batch(vectors[:, :5])
