@@ -259,6 +259,16 @@ class Engine:
         index = self._searchable(target)
         return search_index(self._store_or_fail(), index, vector, k)
 
+    def search_item(self, item_id: int, *, target: str = "images", k: int = DEFAULT_K) -> list[Hit]:
+        """More like this: the stored item's own vector as the query (the item itself ranks 1st)."""
+        store = self._store_or_fail()
+        record = store.get_model()
+        ids, vectors = store.vectors([item_id], record.dim) if record else ([], None)
+        if not len(ids):
+            raise SearchmmError(f"no item {item_id} with an embedding in {self.index_dir}")
+        index = self._searchable(target, load_model=False)
+        return search_index(store, index, vectors[0], k)
+
     def search_batch(
         self, vectors: np.ndarray, *, target: str = "images", k: int = DEFAULT_K
     ) -> tuple[np.ndarray, np.ndarray]:

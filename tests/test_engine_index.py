@@ -93,3 +93,16 @@ def test_batch_search_and_embeddings_agree_with_single_queries(
         np.testing.assert_allclose([h.score for h in single], scores[0], atol=1e-6)
         with pytest.raises(SearchmmError, match="queries must be"):
             engine.search_batch(vectors[:, :5])
+
+
+def test_more_like_this_by_item_id(tmp_path: Path, photo_dir: Path, tiny_config: Path) -> None:
+    with Engine(tmp_path / "idx", model=ModelSpec.from_options(model_config=tiny_config)) as engine:
+        engine.ingest([photo_dir])
+        cat = stored_items(engine.index_dir, "image")[str(photo_dir / "chelsea.jpg")]
+        hits = engine.search_item(cat, k=3)
+        assert hits[0].item.id == cat and hits[0].score == pytest.approx(1.0, abs=1e-5)
+        assert [h.item.id for h in hits] == [
+            h.item.id for h in engine.search_image(photo_dir / "chelsea.jpg", k=3)
+        ]
+        with pytest.raises(SearchmmError, match="no item 999999"):
+            engine.search_item(999999)
