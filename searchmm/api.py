@@ -20,13 +20,16 @@ from typing import Any
 import numpy as np
 
 from .config import DEFAULT_BATCH_SIZE, DEFAULT_EXACT_THRESHOLD, DEFAULT_K, resolve_index_dir
+from .dupes import DEFAULT_THRESHOLD, duplicate_groups
 from .encoders import Encoder, ModelSpec, load_encoder
 from .errors import LockedError, ModelMismatchError, SearchmmError
 from .faisslib import preload_in_background
+from .filters import Filters, allowed_ids
 from .index import VectorIndex
 from .indexing import IndexSet, index_path
 from .ingest import IngestOptions, Ingestor, IngestSummary
-from .search import Hit, image_vector, search_index, target_kind, text_vector
+from .query import Term, combine
+from .search import Hit, Page, image_vector, search_index, target_kind, text_vector
 from .store import DB_FILENAME, KINDS, ModelRecord, Store
 
 LOCK_FILENAME = ".write.lock"
@@ -243,31 +246,74 @@ class Engine:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def search_text(self, text: str, *, target: str = "images", k: int = DEFAULT_K) -> list[Hit]:
-        index = self._searchable(target)
-        return search_index(self._store_or_fail(), index, text_vector(self.encoder, text), k)
-
-    def search_image(
-        self, path: str | os.PathLike[str], *, target: str = "images", k: int = DEFAULT_K
+    def search(
+        self,
+        terms: Sequence[Term],
+        *,
+        target: str = "images",
+        k: int = DEFAULT_K,
+        offset: int = 0,
+        threshold: float | None = None,
+        filters: Filters | None = None,
     ) -> list[Hit]:
-        index = self._searchable(target)
-        return search_index(self._store_or_fail(), index, image_vector(self.encoder, path), k)
+        """Search with a weighted combination of texts, images and stored items (`query.Term`).
+
+        `offset` pages through the ranking, `threshold` drops hits scoring below it, and
+        `filters` restrict which items may be returned (k results whenever k items match).
+        """
+        page = Page(k, offset, threshold)
+        needs_model = any(term.scheme != "item" for term in terms)
+        index = self._searchable(target, load_model=needs_model)
+        return self._rank(target, index, combine(terms, self._term_vector), page, filters)
+
+    def search_text(self, text: str, **options: Any) -> list[Hit]:
+        return self.search([Term("text", text)], **options)
+
+    def search_image(self, path: str | os.PathLike[str], **options: Any) -> list[Hit]:
+        return self.search([Term("image", os.fspath(path))], **options)
+
+    def search_item(self, item_id: int, **options: Any) -> list[Hit]:
+        """More like this: the stored item's own vector as the query (the item itself ranks 1st)."""
+        return self.search([Term("item", str(item_id))], **options)
 
     def search_vector(
-        self, vector: np.ndarray, *, target: str = "images", k: int = DEFAULT_K
+        self,
+        vector: np.ndarray,
+        *,
+        target: str = "images",
+        k: int = DEFAULT_K,
+        offset: int = 0,
+        threshold: float | None = None,
+        filters: Filters | None = None,
     ) -> list[Hit]:
-        index = self._searchable(target)
-        return search_index(self._store_or_fail(), index, vector, k)
+        index = self._searchable(target, load_model=False)
+        return self._rank(target, index, vector, Page(k, offset, threshold), filters)
 
-    def search_item(self, item_id: int, *, target: str = "images", k: int = DEFAULT_K) -> list[Hit]:
-        """More like this: the stored item's own vector as the query (the item itself ranks 1st)."""
+    def _term_vector(self, term: Term) -> np.ndarray:
+        if term.scheme == "text":
+            return text_vector(self.encoder, term.value)
+        if term.scheme == "image":
+            return image_vector(self.encoder, term.value)
         store = self._store_or_fail()
         record = store.get_model()
-        ids, vectors = store.vectors([item_id], record.dim) if record else ([], None)
+        ids, vectors = store.vectors([int(term.value)], record.dim) if record else ([], None)
         if not len(ids):
-            raise SearchmmError(f"no item {item_id} with an embedding in {self.index_dir}")
-        index = self._searchable(target, load_model=False)
-        return search_index(store, index, vectors[0], k)
+            raise SearchmmError(f"no item {term.value} with an embedding in {self.index_dir}")
+        return vectors[0]
+
+    def _rank(
+        self,
+        target: str,
+        index: VectorIndex,
+        vector: np.ndarray,
+        page: Page,
+        filters: Filters | None,
+    ) -> list[Hit]:
+        store = self._store_or_fail()
+        allowed = None
+        if filters is not None and filters.active:
+            allowed = allowed_ids(store, target_kind(target), filters)
+        return search_index(store, index, vector, page, allowed=allowed)
 
     def search_batch(
         self, vectors: np.ndarray, *, target: str = "images", k: int = DEFAULT_K
@@ -278,6 +324,19 @@ class Engine:
         if queries.ndim != 2 or queries.shape[1] != index.dim:
             raise SearchmmError(f"queries must be (n, {index.dim}), got {queries.shape}")
         return index.search(queries, k)
+
+    def duplicates(self, threshold: float = DEFAULT_THRESHOLD) -> list[list[Hit]]:
+        """Groups of near-identical images, largest first; scores are similarity to the first."""
+        ids, vectors = self.embeddings("images")
+        groups = duplicate_groups(ids, vectors, threshold)
+        items = self._store_or_fail().items_by_id(i for g in groups for i in g.ids)
+        return [
+            [
+                Hit(rank, s, items[i])
+                for rank, (i, s) in enumerate(zip(g.ids, g.scores, strict=True), 1)
+            ]
+            for g in groups
+        ]
 
     def embeddings(self, target: str = "images") -> tuple[np.ndarray, np.ndarray]:
         """(item ids, vectors) of every stored embedding of a target, in id order."""

@@ -281,8 +281,13 @@ class VectorIndex:
             self._gpu = None  # GPU indexes cannot remove: mirror again on the next search
         return True
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores float32, ids int64), each (q, k); no result is score -inf, id -1."""
+    def search(
+        self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores float32, ids int64), each (q, k); no result is score -inf, id -1.
+
+        `allowed` restricts results to those ids (a FAISS ID selector, answered on the CPU).
+        """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         queries = _as_matrix(queries, self.dim, "queries")
@@ -291,14 +296,35 @@ class VectorIndex:
         kk = min(k, self.ntotal)  # never ask FAISS for more than it holds
         if kk == 0 or not len(queries):
             return scores, found
-        index = self._ensure_gpu() if kk <= GPU_MAX_K else None
+        index = self._ensure_gpu() if kk <= GPU_MAX_K and allowed is None else None
         if index is None:
             self._sync_cpu()
             index = self._cpu
-        dist, labels = index.search(queries, kk)
+        if allowed is not None:
+            if not self.supports_filter:
+                raise ValueError(f"index {self.spec!r} cannot filter by id: rank exactly instead")
+            dist, labels = index.search(queries, kk, params=self._filtered(_as_ids(allowed)))
+        else:
+            dist, labels = index.search(queries, kk)
         dist[labels < 0] = -np.inf  # FAISS pads with -FLT_MAX; -inf cannot pass for a score
         scores[:, :kk], found[:, :kk] = dist, labels
         return scores, found
+
+    @property
+    def supports_filter(self) -> bool:
+        """Whether `search(allowed=...)` works: not through a Refine step (it takes no selector)."""
+        return "k_factor_rf" not in self.search_params
+
+    def _filtered(self, allowed: np.ndarray) -> Any:
+        """Parameters of the index's own type (they carry nprobe or efSearch), with a selector."""
+        faiss = load_faiss()
+        selector = faiss.IDSelectorBatch(allowed)
+        params = self.search_params
+        if "nprobe" in params:
+            return faiss.SearchParametersIVF(sel=selector, nprobe=params["nprobe"])
+        if "efSearch" in params:
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=params["efSearch"])
+        return faiss.SearchParameters(sel=selector)
 
     def ids(self) -> np.ndarray:
         """Every id stored, in no particular order (for consistency checks against the store)."""

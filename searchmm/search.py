@@ -61,16 +61,74 @@ def image_vector(encoder: Encoder, path: str | os.PathLike[str]) -> np.ndarray:
     return encoder.encode_images(pixels)[0]
 
 
-def search_index(store: Store, index: VectorIndex, vector: np.ndarray, k: int) -> list[Hit]:
-    """Top-k items for a normalised query vector, joined with their metadata in one lookup."""
-    if k < 1:
-        raise SearchmmError(f"k must be at least 1, got {k}")
+# Below this many allowed items, ranking them exactly from their stored vectors is cheaper
+# than an index search with a selector, and always exact.
+EXACT_FILTER_LIMIT = 20_000
+
+
+@dataclass(frozen=True)
+class Page:
+    """Which slice of the ranking to return, and the lowest score worth returning."""
+
+    k: int = 10
+    offset: int = 0
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.offset < 0:
+            raise SearchmmError(
+                f"k must be at least 1 and offset at least 0 (k={self.k}, offset={self.offset})"
+            )
+
+
+def search_index(
+    store: Store,
+    index: VectorIndex,
+    vector: np.ndarray,
+    page: Page,
+    *,
+    allowed: np.ndarray | None = None,
+) -> list[Hit]:
+    """Ranked hits for a normalised query vector, joined with their metadata in one lookup.
+
+    `allowed` (ids that pass the filters) is ranked exactly when small, through the index's
+    id selector otherwise, and exactly again if an approximate filtered search comes up short.
+    """
     query = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(1, -1))
     if query.shape[1] != index.dim:
         raise SearchmmError(f"query vector has {query.shape[1]} dimensions, the index {index.dim}")
-    scores, ids = index.search(query, k)
-    pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+    wanted = page.k + page.offset
+    if allowed is None:
+        pairs = _top(*index.search(query, wanted))
+    elif len(allowed) <= EXACT_FILTER_LIMIT or not index.supports_filter:
+        pairs = _exact(store, index.dim, query[0], allowed, wanted)
+    else:
+        pairs = _top(*index.search(query, wanted, allowed=allowed))
+        if len(pairs) < min(wanted, len(allowed)):
+            pairs = _exact(store, index.dim, query[0], allowed, wanted)
+    pairs = pairs[page.offset : wanted]
+    if page.threshold is not None:
+        pairs = [(score, i) for score, i in pairs if score >= page.threshold]
     items = store.items_by_id(i for _, i in pairs)
     # An id missing from the store was removed after the index was read: skip it.
     hits = [(score, items[i]) for score, i in pairs if i in items]
-    return [Hit(rank, score, item) for rank, (score, item) in enumerate(hits, start=1)]
+    return [Hit(rank, score, item) for rank, (score, item) in enumerate(hits, page.offset + 1)]
+
+
+def _top(scores: np.ndarray, ids: np.ndarray) -> list[tuple[float, int]]:
+    return [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+
+
+def _exact(
+    store: Store, dim: int, query: np.ndarray, allowed: np.ndarray, wanted: int
+) -> list[tuple[float, int]]:
+    """Exact ranking of the allowed ids from their stored vectors, in chunks to bound memory."""
+    best: list[tuple[float, int]] = []
+    for start in range(0, len(allowed), EXACT_FILTER_LIMIT):
+        ids, vectors = store.vectors(allowed[start : start + EXACT_FILTER_LIMIT].tolist(), dim)
+        scores = vectors @ query
+        top = np.argsort(-scores, kind="stable")[:wanted]
+        best = sorted(
+            best + [(float(scores[j]), int(ids[j])) for j in top], key=lambda p: (-p[0], p[1])
+        )[:wanted]
+    return best

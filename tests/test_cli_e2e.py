@@ -10,7 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COCO_SAMPLE, cli_json, run_cli, stored_items, stored_vectors
+from conftest import (
+    COCO_SAMPLE,
+    bare_open_clip_text_vector,
+    cli_json,
+    run_cli,
+    stored_items,
+    stored_vectors,
+)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -77,20 +84,6 @@ def test_ingest_then_query_every_image_in_a_new_process(
     assert hits[0]["kind"] == "image" and hits[0]["width"] == 451 and hits[0]["height"] == 300
 
 
-def _bare_open_clip_text_vector(config: Path, text: str) -> np.ndarray:
-    """The query vector computed with open_clip alone, seeded as searchmm documents (seed 0)."""
-    import open_clip
-    import torch
-
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    model, _, _ = open_clip.create_model_and_transforms(config.stem, pretrained=None)
-    tokens = open_clip.get_tokenizer(config.stem)([text])
-    with torch.inference_mode():
-        vector = model.eval().encode_text(tokens)
-    return torch.nn.functional.normalize(vector, dim=-1)[0].numpy()
-
-
 def test_text_query_ranking_equals_brute_force(
     tmp_path: Path, photo_dir: Path, tiny_config: Path
 ) -> None:
@@ -101,7 +94,7 @@ def test_text_query_ranking_equals_brute_force(
 
     stored = stored_vectors(index_dir, "image")
     ids = np.array(list(stored))
-    scores = np.stack(list(stored.values())) @ _bare_open_clip_text_vector(tiny_config, query)
+    scores = np.stack(list(stored.values())) @ bare_open_clip_text_vector(tiny_config, query)
     order = np.argsort(-scores, kind="stable")
     assert len(hits) == min(10, len(ids))
     assert [h["id"] for h in hits] == ids[order][: len(hits)].tolist()
@@ -133,8 +126,8 @@ def test_query_on_missing_index_and_usage_errors(tmp_path: Path) -> None:
     assert missing.stderr.strip().splitlines() == [
         f"searchmm: error: no index at {tmp_path / 'nowhere'}: run `searchmm ingest PATH` first"
     ]
-    both = run_cli("query", "text", "--image", "x.jpg", "--index-dir", tmp_path, check=False)
-    assert both.returncode == 2
+    nothing = run_cli("query", "--index-dir", tmp_path, check=False)
+    assert nothing.returncode == 2 and "give a query TEXT" in nothing.stderr
     missing_path = run_cli(
         "ingest", tmp_path / "no-such-folder", "--index-dir", tmp_path / "i", check=False
     )
