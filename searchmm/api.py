@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,25 +246,14 @@ class Engine:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def search(
-        self,
-        terms: Sequence[Term],
-        *,
-        target: str = "images",
-        k: int = DEFAULT_K,
-        offset: int = 0,
-        threshold: float | None = None,
-        filters: Filters | None = None,
-    ) -> list[Hit]:
+    def search(self, terms: Sequence[Term], **options: Any) -> list[Hit]:
         """Search with a weighted combination of texts, images and stored items (`query.Term`).
 
-        `offset` pages through the ranking, `threshold` drops hits scoring below it, and
-        `filters` restrict which items may be returned (k results whenever k items match).
+        Options: `target` ("images" or "texts"), `k`, `offset` (paging), `threshold` (drop hits
+        scoring below it) and `filters` (`filters.Filters`: k results whenever k items match).
         """
-        page = Page(k, offset, threshold)
         needs_model = any(term.scheme != "item" for term in terms)
-        index = self._searchable(target, load_model=needs_model)
-        return self._rank(target, index, combine(terms, self._term_vector), page, filters)
+        return self._query(lambda: combine(terms, self._term_vector), needs_model, **options)
 
     def search_text(self, text: str, **options: Any) -> list[Hit]:
         return self.search([Term("text", text)], **options)
@@ -276,9 +265,14 @@ class Engine:
         """More like this: the stored item's own vector as the query (the item itself ranks 1st)."""
         return self.search([Term("item", str(item_id))], **options)
 
-    def search_vector(
+    def search_vector(self, vector: np.ndarray, **options: Any) -> list[Hit]:
+        """Search with a normalised vector of the store's model (same options as `search`)."""
+        return self._query(lambda: vector, False, **options)
+
+    def _query(
         self,
-        vector: np.ndarray,
+        make_vector: Callable[[], np.ndarray],
+        needs_model: bool,
         *,
         target: str = "images",
         k: int = DEFAULT_K,
@@ -286,8 +280,13 @@ class Engine:
         threshold: float | None = None,
         filters: Filters | None = None,
     ) -> list[Hit]:
-        index = self._searchable(target, load_model=False)
-        return self._rank(target, index, vector, Page(k, offset, threshold), filters)
+        page = Page(k, offset, threshold)  # bad paging fails before any model is loaded
+        index = self._searchable(target, load_model=needs_model)
+        store = self._store_or_fail()
+        allowed = None
+        if filters is not None and filters.active:
+            allowed = allowed_ids(store, target_kind(target), filters)
+        return search_index(store, index, make_vector(), page, allowed=allowed)
 
     def _term_vector(self, term: Term) -> np.ndarray:
         if term.scheme == "text":
@@ -300,20 +299,6 @@ class Engine:
         if not len(ids):
             raise SearchmmError(f"no item {term.value} with an embedding in {self.index_dir}")
         return vectors[0]
-
-    def _rank(
-        self,
-        target: str,
-        index: VectorIndex,
-        vector: np.ndarray,
-        page: Page,
-        filters: Filters | None,
-    ) -> list[Hit]:
-        store = self._store_or_fail()
-        allowed = None
-        if filters is not None and filters.active:
-            allowed = allowed_ids(store, target_kind(target), filters)
-        return search_index(store, index, vector, page, allowed=allowed)
 
     def search_batch(
         self, vectors: np.ndarray, *, target: str = "images", k: int = DEFAULT_K
