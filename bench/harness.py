@@ -265,3 +265,54 @@ def record(
     ]
     (output / f"{name}.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {output / name}.json and .md")
+
+
+# -- memory (added for index_bench.py and scaling.py) -----------------------------------------
+
+
+def _status_kib(field: str) -> int:
+    """A `kB` field of /proc/self/status (VmRSS, VmHWM), in KiB; 0 where there is no /proc."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def rss_bytes() -> int:
+    """The process's resident set size now."""
+    return _status_kib("VmRSS") * 1024
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident set size since start or the last `reset_peak_rss`."""
+    return _status_kib("VmHWM") * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc), so RSS deltas mean something."""
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def dir_bytes(folder: Path) -> int:
+    """Total size of the regular files directly or indirectly under `folder`."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

@@ -22,17 +22,16 @@ import numpy as np
 from .config import DEFAULT_BATCH_SIZE, DEFAULT_EXACT_THRESHOLD, DEFAULT_K, resolve_index_dir
 from .dupes import DEFAULT_THRESHOLD, duplicate_groups
 from .encoders import Encoder, ModelSpec, load_encoder
-from .errors import LockedError, ModelMismatchError, SearchmmError
+from .errors import ModelMismatchError, SearchmmError
 from .faisslib import preload_in_background
 from .filters import Filters, allowed_ids
 from .index import VectorIndex
 from .indexing import IndexSet, index_path
 from .ingest import IngestOptions, Ingestor, IngestSummary
+from .locking import write_lock, write_lock_if_free
 from .query import Term, combine
 from .search import Hit, Page, image_vector, search_index, target_kind, text_vector
 from .store import DB_FILENAME, KINDS, ModelRecord, Store
-
-LOCK_FILENAME = ".write.lock"
 
 
 @dataclass
@@ -85,7 +84,9 @@ class Engine:
         self._store: Store | None = None
         self._encoder: Encoder | None = None
         self._indexes: IndexSet | None = None
-        self._lock = threading.Lock()  # one thread at a time loads the model or an index
+        # Guards lazy loading and the in-memory indexes: catching an index up changes it in
+        # place, so searches hold it too (FAISS is fast next to encoding, done outside it).
+        self._lock = threading.RLock()
 
     def __enter__(self) -> Engine:
         return self
@@ -102,9 +103,10 @@ class Engine:
     # -- lazily opened parts ---------------------------------------------------------------
 
     def _open_store(self, *, create: bool) -> Store:
-        if self._store is None:
-            self._store = Store(self.index_dir, create=create)
-        return self._store
+        with self._lock:
+            if self._store is None:
+                self._store = Store(self.index_dir, create=create)
+            return self._store
 
     @property
     def model(self) -> ModelSpec:
@@ -147,21 +149,8 @@ class Engine:
     @contextlib.contextmanager
     def writing(self, wait: float = 0.0) -> Iterator[Store]:
         """Hold the directory's write lock (one writer at a time; readers never wait)."""
-        from filelock import FileLock, Timeout
-
-        self.index_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(self.index_dir / LOCK_FILENAME)
-        try:
-            lock.acquire(timeout=wait)
-        except Timeout:
-            raise LockedError(
-                f"another searchmm process is writing to {self.index_dir}; wait for it to finish "
-                "or pass --wait SECONDS"
-            ) from None
-        try:
+        with write_lock(self.index_dir, wait):
             yield self._open_store(create=True)
-        finally:
-            lock.release()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -176,8 +165,13 @@ class Engine:
         text_field: str = "text",
         progress: bool = False,
         wait: float = 0.0,
+        stop: threading.Event | None = None,
     ) -> IngestSummary:
-        """Add new and changed files under `paths`, drop the ones that are gone, update indexes."""
+        """Add new and changed files under `paths`, drop the ones that are gone, update indexes.
+
+        Setting `stop` (from another thread, or a signal handler) ends the ingest after the
+        batch in flight, which is committed; the summary then says `interrupted`.
+        """
         if batch_size < 1 or workers < 0:
             raise SearchmmError("--batch-size must be at least 1 and --workers at least 0")
         options = IngestOptions(
@@ -196,7 +190,7 @@ class Engine:
             _ = self.encoder  # weights that cannot be had leave no empty store behind
         with self.writing(wait) as store:
             self._record_model(store)
-            summary = Ingestor(store, lambda: self.encoder, options).run(paths)
+            summary = Ingestor(store, lambda: self.encoder, options, stop).run(paths)
             self._sync_indexes()
         return summary
 
@@ -224,9 +218,10 @@ class Engine:
             store.set_model(record)
 
     def _sync_indexes(self) -> None:
-        indexes = self._index_set()
-        for kind in KINDS:
-            indexes.get(kind, persist=True)
+        with self._lock:
+            indexes = self._index_set()
+            for kind in KINDS:
+                indexes.get(kind, persist=True)
 
     def remove(self, paths: Sequence[str | os.PathLike[str]], *, wait: float = 0.0) -> int:
         """Forget every item stored under the given paths (files or folders); returns how many."""
@@ -240,7 +235,7 @@ class Engine:
 
     def reindex(self, index_spec: str | None = None, *, wait: float = 0.0) -> dict[str, str]:
         """Rebuild both indexes from the stored vectors; `index_spec`: a faiss factory string."""
-        with self.writing(wait):
+        with self.writing(wait), self._lock:
             indexes = self._index_set()
             return {kind: indexes.rebuild(kind, index_spec).spec for kind in KINDS}
 
@@ -281,12 +276,14 @@ class Engine:
         filters: Filters | None = None,
     ) -> list[Hit]:
         page = Page(k, offset, threshold)  # bad paging fails before any model is loaded
-        index = self._searchable(target, load_model=needs_model)
+        kind = self._searchable(target, load_model=needs_model)
         store = self._store_or_fail()
         allowed = None
         if filters is not None and filters.active:
-            allowed = allowed_ids(store, target_kind(target), filters)
-        return search_index(store, index, make_vector(), page, allowed=allowed)
+            allowed = allowed_ids(store, kind, filters)
+        vector = make_vector()
+        with self._lock:
+            return search_index(store, self._reader_index(kind), vector, page, allowed=allowed)
 
     def _term_vector(self, term: Term) -> np.ndarray:
         if term.scheme == "text":
@@ -304,11 +301,13 @@ class Engine:
         self, vectors: np.ndarray, *, target: str = "images", k: int = DEFAULT_K
     ) -> tuple[np.ndarray, np.ndarray]:
         """Many query vectors at once: (scores (q, k), item ids (q, k)); id -1 pads past the end."""
-        index = self._searchable(target, load_model=False)
+        kind = self._searchable(target, load_model=False)
         queries = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
-        if queries.ndim != 2 or queries.shape[1] != index.dim:
-            raise SearchmmError(f"queries must be (n, {index.dim}), got {queries.shape}")
-        return index.search(queries, k)
+        with self._lock:
+            index = self._reader_index(kind)
+            if queries.ndim != 2 or queries.shape[1] != index.dim:
+                raise SearchmmError(f"queries must be (n, {index.dim}), got {queries.shape}")
+            return index.search(queries, k)
 
     def duplicates(self, threshold: float = DEFAULT_THRESHOLD) -> list[list[Hit]]:
         """Groups of near-identical images, largest first; scores are similarity to the first."""
@@ -343,27 +342,25 @@ class Engine:
             raise SearchmmError(f"no index at {self.index_dir}: run `searchmm ingest PATH` first")
         return self._open_store(create=False)
 
-    def _searchable(self, target: str, *, load_model: bool = True) -> VectorIndex:
-        """The caught-up index of a target, checked non-empty before any model is loaded."""
+    def _searchable(self, target: str, *, load_model: bool = True) -> str:
+        """The kind a target searches, checked non-empty before any model is loaded."""
         kind = target_kind(target)
         if not self._store_or_fail().has_items(kind):
             raise SearchmmError(f"the index at {self.index_dir} holds no {kind}s: ingest some")
         if load_model and self._encoder is None:
             preload_in_background()  # FAISS loads while the model does
             _ = self.encoder
-        with self._lock:
-            return self._reader_index(kind)
+        return kind
 
     def _reader_index(self, kind: str) -> VectorIndex:
-        """Readers catch a stale index up in memory, and save it only if no writer is busy."""
-        from filelock import FileLock, Timeout
-
+        """Readers catch a stale index up in memory, and save it only if no writer is busy.
+        Call with `_lock` held, and search the index before releasing it."""
         indexes = self._index_set()
         index = indexes.get(kind, persist=False)
         if indexes.dirty(kind):
-            lock = FileLock(self.index_dir / LOCK_FILENAME)
-            with contextlib.suppress(Timeout, OSError), lock.acquire(timeout=0):
-                indexes.save(kind)
+            with write_lock_if_free(self.index_dir) as held:
+                if held:
+                    indexes.save(kind)
         return index
 
     def stats(self) -> Stats:
@@ -382,14 +379,15 @@ class Engine:
             "dim": record.dim,
             **record.software,
         }
-        indexes = self._index_set()
-        for kind in KINDS:
-            index = indexes.get(kind, persist=False)
-            path = index_path(self.index_dir, kind)
-            stats.indexes[kind] = {
-                "spec": index.spec,
-                "vectors": index.ntotal,
-                "bytes": path.stat().st_size if path.exists() else 0,
-                "file": str(Path(path).name),
-            }
+        with self._lock:
+            indexes = self._index_set()
+            for kind in KINDS:
+                index = indexes.get(kind, persist=False)
+                path = index_path(self.index_dir, kind)
+                stats.indexes[kind] = {
+                    "spec": index.spec,
+                    "vectors": index.ntotal,
+                    "bytes": path.stat().st_size if path.exists() else 0,
+                    "file": str(Path(path).name),
+                }
         return stats

@@ -6,11 +6,15 @@ stderr. Exit codes: 0 success, 1 user error (one line, no traceback), 2 usage er
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -18,6 +22,7 @@ import typer
 
 from .config import DEFAULT_BATCH_SIZE, DEFAULT_K, default_workers
 from .errors import SearchmmError
+from .evaluation.cli import bench_app
 
 app = typer.Typer(
     help="Search photos and texts with CLIP models: ingest folders, then query by text or image.",
@@ -123,7 +128,7 @@ def ingest(
     if model or pretrained or model_config:
         spec = ModelSpec.from_options(model, pretrained, model_config)
     engine = _engine(index_dir, device, spec)
-    with engine:
+    with engine, _first_ctrl_c_stops() as stop:
         summary = engine.ingest(
             paths,
             batch_size=batch_size,
@@ -133,6 +138,7 @@ def ingest(
             text_field=text_field,
             progress=not as_json and sys.stderr.isatty(),
             wait=wait,
+            stop=stop,
         )
     if as_json:
         _emit_json(summary.to_dict())
@@ -143,6 +149,25 @@ def ingest(
     stored = summary.new + summary.changed + summary.unchanged + summary.renamed
     if summary.failed and stored == 0:
         raise typer.Exit(1)  # nothing could be ingested
+
+
+@contextlib.contextmanager
+def _first_ctrl_c_stops() -> Iterator[threading.Event]:
+    """The first Ctrl-C lets the batch in flight finish and be committed, then the ingest stops
+    and prints its summary (exit 130); a second one aborts at once, dropping that batch."""
+    stop = threading.Event()
+
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()  # os.write: a handler must not re-enter a buffered stream (progress bars)
+        os.write(2, b"searchmm: stopping after the current batch (Ctrl-C again to abort)\n")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _print_summary(summary: Any) -> None:
@@ -314,6 +339,42 @@ def reindex(
     else:
         for kind, spec in specs.items():
             typer.echo(f"{kind}s: {spec}")
+
+
+@app.command()
+@_errors_to_exit_codes
+def serve(
+    index_dir: IndexDir = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 0.0.0.0 opens it to the network")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    device: Device = "auto",
+    max_upload_mb: Annotated[
+        float, typer.Option("--max-upload-mb", help="Largest query image accepted, in MB")
+    ] = 20.0,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info (one line per request) or warning")
+    ] = "info",
+) -> None:
+    """Serve the HTTP JSON API and the web page (needs the `server` extra)."""
+    from .server import require_server_extra
+    from .server.run import serve as run_server
+
+    require_server_extra()  # one line, before anything is loaded
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"searchmm: loading the model, then serving http://{shown}:{port}/", err=True)
+    run_server(
+        index_dir,
+        host=host,
+        port=port,
+        device=device,
+        max_upload_bytes=int(max_upload_mb * 1_000_000),
+        log_level=log_level,
+    )
+
+
+app.add_typer(bench_app, name="bench", help="Retrieval benchmarks: COCO and Flickr Recall@K, MRR")
 
 
 def main() -> None:

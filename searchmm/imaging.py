@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
 import warnings
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from searchmm.sources import image_extensions
+from searchmm.sources import FILE_CHANGED, FILE_VANISHED, file_state, image_extensions
 
 _ORIENTATION_TAG = 0x0112
 # Orientations 5-8 turn the image a quarter: the displayed width is the stored height.
@@ -129,7 +130,7 @@ def load_image(path: str, *, draft_size: int | None = None) -> tuple[Image.Image
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise ImageDecodeError("file vanished") from None
+        raise ImageDecodeError(FILE_VANISHED) from None
     except PermissionError:
         raise ImageDecodeError("permission denied") from None
     except OSError as err:
@@ -147,7 +148,7 @@ def load_image(path: str, *, draft_size: int | None = None) -> tuple[Image.Image
     except UnidentifiedImageError:
         raise ImageDecodeError("not an image (cannot identify image file)") from None
     except FileNotFoundError:
-        raise ImageDecodeError("file vanished") from None
+        raise ImageDecodeError(FILE_VANISHED) from None
     except PermissionError:
         raise ImageDecodeError("permission denied") from None
     except MemoryError:
@@ -168,18 +169,24 @@ class DecodedBatch:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Decodes and preprocesses one path per item; a failure is an error item, never a raise."""
+    """Decodes and preprocesses one path per item; a failure is an error item, never a raise.
+
+    `expected` holds each file's (size, mtime_ns) as scanned: a file that no longer matches after
+    decoding changed under us, and its pixels may belong to neither version (`FILE_CHANGED`).
+    """
 
     def __init__(
         self,
         paths: Sequence[str],
         transform: Callable[[Image.Image], torch.Tensor],
         draft_size: int | None = None,
+        expected: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         image_extensions()  # registers optional openers (HEIF) in this process
         self.paths = list(paths)
         self.transform = transform
         self.draft_size = draft_size
+        self.expected = list(expected) if expected is not None else None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -188,8 +195,10 @@ class ImageDataset(torch.utils.data.Dataset):
         item: dict[str, Any] = {"index": i, "pixels": None, "size": None, "error": None}
         try:
             img, size = load_image(self.paths[i], draft_size=self.draft_size)
-            item["pixels"] = self.transform(img)
-            item["size"] = size
+            pixels = self.transform(img)
+            if self.expected is not None and file_state(self.paths[i]) != self.expected[i]:
+                raise ImageDecodeError(FILE_CHANGED)
+            item["pixels"], item["size"] = pixels, size
         except ImageDecodeError as err:
             item["error"] = str(err)
         except Exception as err:  # a transform failing on one odd image must not kill the worker
@@ -209,7 +218,12 @@ def collate_decoded(items: list[dict[str, Any]]) -> DecodedBatch:
 
 
 def worker_init(_worker_id: int) -> None:
-    """One thread per decode worker, so workers do not steal the model's cores."""
+    """One thread per decode worker, so workers do not steal the model's cores.
+
+    Ctrl-C reaches the whole process group: only the main process decides when to stop (after
+    the batch in flight), so a worker must not die of it half way through that batch.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     image_extensions()  # a spawned worker must register optional openers (HEIF) itself
 
@@ -230,11 +244,12 @@ def image_loader(
     batch_size: int,
     workers: int,
     draft_size: int | None = None,
+    expected: Sequence[tuple[int, int]] | None = None,
 ) -> torch.utils.data.DataLoader:
     """Batches of `DecodedBatch`, in path order, decoded by `workers` processes (0: inline)."""
     extra: dict[str, Any] = {"prefetch_factor": 4} if workers > 0 else {}
     return torch.utils.data.DataLoader(
-        ImageDataset(paths, transform, draft_size),
+        ImageDataset(paths, transform, draft_size, expected),
         batch_sampler=ramp_up_batches(len(paths), batch_size),
         num_workers=workers,
         collate_fn=collate_decoded,

@@ -88,6 +88,8 @@ class IndexSet:
         """Write the index atomically with the seq it reflects, then forget older changes."""
         index, seq = self._open[kind], self._seq[kind]
         path = index_path(self.index_dir, kind)
+        for orphan in path.parent.glob(f"{path.name}.tmp-*"):  # a saver holds the write lock:
+            orphan.unlink(missing_ok=True)  # these were left by a writer killed mid-save
         header = IndexHeader(kind=kind, dim=self.dim, spec=index.spec, seq=seq, count=index.ntotal)
         index.save(path, header)
         if self._saved_seq.get(kind, None) is None:
@@ -118,6 +120,14 @@ class IndexSet:
             return index  # the per-query path: one cheap read when nothing changed
         self._verified.add(kind)
         delta = self.store.delta(kind, self._seq[kind], self.dim)
+        if not delta.complete:
+            # Another process saved a newer file and pruned the changes this copy needs: start
+            # again from that file (replaying the rest would silently miss adds and removals).
+            index = self._load(kind)
+            delta = self.store.delta(kind, self._seq[kind], self.dim)
+            if not delta.complete:
+                log.info("%s is older than the store's change log: rebuilding it", kind)
+                return self.rebuild(kind, persist=False)
         if delta.seq == self._seq[kind] and index.ntotal == delta.count:
             return index
         if len(delta.replaced_ids) and not index.supports_remove:

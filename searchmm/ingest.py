@@ -7,12 +7,14 @@ Images are handled here; text collections in `ingest_texts`, on the same run and
 
 A crash loses at most the batch in flight; a re-run resumes because unchanged files are
 recognised by size, mtime and digest. A file renamed or copied keeps (or reuses) its vector.
+A `stop` event ends the run cleanly between batches: what was encoded is committed first.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .encoders import Encoder
-from .sources import FileEntry, digest_files, os_reason, scan
+from .sources import TRANSIENT_REASONS, FileEntry, digest_files, os_reason, scan
 from .store import (
     FAILED,
     IMAGE,
@@ -101,28 +103,39 @@ class Ingestor:
     """Runs one ingest against a store; the encoder is loaded only if something needs encoding."""
 
     def __init__(
-        self, store: Store, encoder: Callable[[], Encoder], options: IngestOptions
+        self,
+        store: Store,
+        encoder: Callable[[], Encoder],
+        options: IngestOptions,
+        stop: threading.Event | None = None,
     ) -> None:
         self.store = store
         self._encoder_factory = encoder
         self.options = options
         self.summary = IngestSummary()
+        self._stop = stop
 
     @property
     def encoder(self) -> Encoder:
         return self._encoder_factory()
 
+    def stopping(self) -> bool:
+        """Whether to stop before the next batch (checked only where everything is committed)."""
+        if self._stop is not None and self._stop.is_set():
+            self.summary.interrupted = True
+        return self.summary.interrupted
+
     def run(self, paths: Sequence[str | os.PathLike[str]]) -> IngestSummary:
+        """A KeyboardInterrupt is not caught: it rolls back the batch in flight and propagates."""
         started = time.perf_counter()
         roots = [os.path.abspath(os.fspath(p)) for p in paths]
         found = self._scan(paths)
-        try:
+        if not self.stopping():
             self._ingest_images(found.images, roots)
+        if not self.stopping():
             from .ingest_texts import TextIngest
 
             TextIngest(self).run(found.texts, roots)
-        except KeyboardInterrupt:
-            self.summary.interrupted = True  # the batch in flight was rolled back; the rest stays
         self.summary.elapsed_s = time.perf_counter() - started
         return self.summary
 
@@ -183,7 +196,8 @@ class Ingestor:
         self._move_images(touched, renamed)
         renamed_ids = {item.id for item, _ in renamed}
         self._reuse_or_encode_images(pending)
-        self.remove([i for i in gone if i.id not in renamed_ids])
+        if not self.stopping():
+            self.remove([i for i in gone if i.id not in renamed_ids])
 
     def _move_images(
         self, touched: list[tuple[Item, FileEntry]], renamed: list[tuple[Item, FileEntry]]
@@ -202,6 +216,8 @@ class Ingestor:
         reusable = self.store.embedded_ids_by_digest(IMAGE, [p.digest for p in pending])
         to_copy = [p for p in pending if p.digest in reusable]
         for start in range(0, len(to_copy), 500):
+            if self.stopping():
+                return
             chunk = to_copy[start : start + 500]
             ids, vectors = self.store.vectors([reusable[p.digest] for p in chunk], self.dim())
             by_id = dict(zip(ids.tolist(), vectors, strict=True))
@@ -212,7 +228,7 @@ class Ingestor:
         self._encode_images([p for p in pending if p.digest not in reusable])
 
     def _encode_images(self, pending: list[_Pending]) -> None:
-        if not pending:
+        if not pending or self.stopping():
             return
         from .faisslib import preload_in_background
         from .imaging import image_loader
@@ -225,6 +241,7 @@ class Ingestor:
             batch_size=self.options.batch_size,
             workers=self.options.workers,
             draft_size=encoder.image_size,
+            expected=[(p.entry.size, p.entry.mtime_ns) for p in pending],
         )
         with self.bar(len(pending), "encoding images", " img") as bar:
             for batch in loader:
@@ -236,6 +253,8 @@ class Ingestor:
                         self._save_failure(s, pending[index], reason)
                 self.summary.encoded_images += len(batch.indices)
                 bar.update(len(batch.indices) + len(batch.failures))
+                if self.stopping():
+                    break  # this batch is committed; leaving the loop shuts the workers down
 
     def _save_image(
         self, s: Any, p: _Pending, vector: np.ndarray, size: tuple[int, int] | None
@@ -259,6 +278,15 @@ class Ingestor:
         return (source.width, source.height) if source else (None, None)
 
     def _save_failure(self, s: Any, p: _Pending, reason: str) -> None:
+        """Record why a file failed; a vanished or changing file, or a stored image whose new
+        bytes fail, is only reported: what is stored is never replaced by a failure."""
+        if reason in TRANSIENT_REASONS:
+            self.summary.failed.append(Failure(p.entry.path, reason))
+            return
+        if p.item is not None and p.item.status == OK:
+            kept = f"{reason} (the version ingested earlier is kept)"
+            self.summary.failed.append(Failure(p.entry.path, kept))
+            return
         item = self._image_row(s, p)
         item.status, item.error = FAILED, reason
         s.flush()

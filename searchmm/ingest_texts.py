@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from sqlalchemy import update
 
 from .errors import SourceError
 from .ingest import Failure, Ingestor, under
-from .sources import FileEntry, digest_files, os_reason
+from .sources import FILE_CHANGED, FileEntry, digest_files, file_state, os_reason
 from .store import OK, TEXT, Item, put_embedding
 from .texts import TextRecord, read_text_collection, text_digest
+
+UNFINISHED = -1  # file size and mtime of a text row whose file is still being ingested
 
 
 class TextIngest:
@@ -40,6 +43,8 @@ class TextIngest:
         }
         plans: list[tuple[FileEntry, str, list[Item], list[TextRecord]]] = []
         for entry in entries:
+            if self.ingest.stopping():
+                return
             rows = by_path.get(entry.path, [])
             if rows and all(
                 (r.file_size, r.file_mtime_ns) == (entry.size, entry.mtime_ns) for r in rows
@@ -65,11 +70,18 @@ class TextIngest:
                 except SourceError as exc:
                     self.summary.failed.append(Failure(entry.path, str(exc)))
                     continue  # what was stored from this file stays until it can be read again
+                if file_state(entry.path) != (entry.size, entry.mtime_ns):
+                    self.summary.failed.append(Failure(entry.path, FILE_CHANGED))
+                    continue  # records, digest and stat might each be of another version
+                if not collection.records and not collection.problems:
+                    self.summary.failed.append(Failure(entry.path, "no texts in this file"))
                 self.summary.failed.extend(
                     Failure(entry.path, why, loc) for loc, why in collection.problems
                 )
                 plans.append((entry, digest, rows, collection.records))
         for entry, digest, rows, records in plans:
+            if self.ingest.stopping():
+                return
             self._update_collection(entry, digest, rows, records)
         self.ingest.remove([item for items in gone.values() for item in items])
 
@@ -100,24 +112,30 @@ class TextIngest:
                 todo.append((record, item, content))
         with self.store.session() as s, s.begin():
             for item, record in keep:
-                row = s.get(Item, item.id)
-                row.file_size, row.file_mtime_ns, row.file_digest = (
-                    entry.size,
-                    entry.mtime_ns,
-                    digest,
-                )
-                row.meta = record.metadata
+                s.get(Item, item.id).meta = record.metadata
         self.summary.unchanged += len(keep)
-        self._encode_texts(entry, digest, todo)
+        self._encode_texts(entry, todo)
+        if self.ingest.stopping():
+            return  # rows keep an unfinished stat: the next ingest reads this file again
         self.ingest.remove(list(by_locator.values()))
+        with self.store.session() as s, s.begin():  # only now is the whole file ingested
+            s.execute(
+                update(Item)
+                .where(Item.kind == TEXT, Item.path == entry.path)
+                .values(file_size=entry.size, file_mtime_ns=entry.mtime_ns, file_digest=digest)
+            )
 
     def _encode_texts(
-        self, entry: FileEntry, digest: str, todo: list[tuple[TextRecord, Item | None, str]]
+        self, entry: FileEntry, todo: list[tuple[TextRecord, Item | None, str]]
     ) -> None:
+        """Encode in committed batches; each row's file stat says "unfinished" until the whole
+        file is done, so that a crash half way through a file is resumed, not taken as done."""
         reusable = self.store.embedded_ids_by_digest(TEXT, [c for _, _, c in todo])
         batch_size = self.ingest.options.text_batch_size
         with self.ingest.bar(len(todo), f"encoding {os.path.basename(entry.path)}", " text") as bar:
             for start in range(0, len(todo), batch_size):
+                if self.ingest.stopping():
+                    return
                 chunk = todo[start : start + batch_size]
                 vectors = self._text_vectors(chunk, reusable)
                 with self.store.session() as s, s.begin():
@@ -131,11 +149,8 @@ class TextIngest:
                             content,
                             record.metadata,
                         )
-                        row.file_size, row.file_mtime_ns, row.file_digest = (
-                            entry.size,
-                            entry.mtime_ns,
-                            digest,
-                        )
+                        row.file_size = row.file_mtime_ns = UNFINISHED
+                        row.file_digest = None
                         row.status, row.error = OK, None
                         s.flush()
                         put_embedding(s, row, vector, replaced=item is not None)

@@ -23,6 +23,11 @@ IMAGE_EXTENSIONS_BASE = frozenset(
 TEXT_EXTENSIONS = frozenset({".txt", ".jsonl", ".csv", ".json"})
 
 _CHUNK = 1 << 20
+# Reasons for a file that moved under our feet: reported, but nothing is stored for them (the
+# next ingest sees the file as it is then), unlike a file that is bad and stays bad.
+FILE_VANISHED = "file vanished"
+FILE_CHANGED = "file changed while it was being read; the next ingest will read it again"
+TRANSIENT_REASONS = frozenset({FILE_VANISHED, FILE_CHANGED})
 # Call `progress` after this many newly found files, so a bar moves without a call per file.
 _PROGRESS_EVERY = 256
 
@@ -80,7 +85,7 @@ def os_reason(err: OSError) -> str:
     if isinstance(err, PermissionError):
         return "permission denied"
     if isinstance(err, FileNotFoundError):
-        return "file vanished"
+        return FILE_VANISHED
     if err.errno == errno.ELOOP:  # a symlink that (eventually) points at itself
         return "symlink loop"
     return err.strerror or str(err)
@@ -216,6 +221,16 @@ def scan(
         texts=sorted(walker.texts.values(), key=lambda e: e.path),
         problems=sorted(walker.problems.items()),
     )
+
+
+def file_state(path: str) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a file now, None if it is gone: compared with a scan's entry, it
+    tells whether what was just read is still the version that was scanned."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def file_digest(path: str) -> str:

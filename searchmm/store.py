@@ -7,7 +7,7 @@ behind is caught up on open without re-reading the whole store.
 
 from __future__ import annotations
 
-import os
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,132 +15,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import (
-    JSON,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    delete,
-    event,
-    func,
-    select,
-    text,
-)
+from sqlalchemy import create_engine, delete, event, func, select, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DatabaseError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.exc import DatabaseError, IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from .errors import StoreError
+from .schema import (
+    ADD,
+    FAILED,
+    KINDS,
+    OK,
+    REMOVE,
+    TEXT,
+    UPDATE,
+    Base,
+    Change,
+    Embedding,
+    Item,
+    MetaEntry,
+    ModelRecord,
+)
+from .schema import IMAGE as IMAGE  # re-exported: callers take the kinds and tables from here
 
 SCHEMA_VERSION = 1
 DB_FILENAME = "searchmm.db"
-IMAGE = "image"
-TEXT = "text"
-KINDS = (IMAGE, TEXT)
-OK = "ok"
-FAILED = "failed"
-ADD, UPDATE, REMOVE = "add", "update", "remove"
-_FS_BYTES_PREFIX = "fsbytes:"  # an absolute path never starts with this
-
-
-class FsPath(TypeDecorator[str]):
-    """A file path as TEXT; names that are not valid UTF-8 round-trip through a hex form."""
-
-    impl = Text
-    cache_ok = True
-
-    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
-        if value is None:
-            return None
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            return _FS_BYTES_PREFIX + os.fsencode(value).hex()
-
-    def process_result_value(self, value: str | None, dialect: Any) -> str | None:
-        if value is not None and value.startswith(_FS_BYTES_PREFIX):
-            return os.fsdecode(bytes.fromhex(value[len(_FS_BYTES_PREFIX) :]))
-        return value
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class MetaEntry(Base):
-    """Key/value facts about the store: schema version, chosen index spec per kind."""
-
-    __tablename__ = "meta"
-    key: Mapped[str] = mapped_column(String, primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-
-
-class ModelRecord(Base):
-    """The one model whose vectors this store holds."""
-
-    __tablename__ = "model"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String)
-    pretrained: Mapped[str] = mapped_column(String)
-    config_json: Mapped[str | None] = mapped_column(Text)
-    checkpoint_digest: Mapped[str | None] = mapped_column(String)
-    seed: Mapped[int] = mapped_column(Integer, default=0)
-    dim: Mapped[int] = mapped_column(Integer)
-    software: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-
-
-class Item(Base):
-    """An image file, or one text record of a text collection file."""
-
-    __tablename__ = "items"
-    __table_args__ = (
-        UniqueConstraint("kind", "path", "locator"),
-        Index("ix_items_content", "kind", "content_digest"),
-        Index("ix_items_file", "kind", "file_digest"),
-        {"sqlite_autoincrement": True},  # ids are FAISS ids: never reuse one
-    )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String)
-    path: Mapped[str] = mapped_column(FsPath)
-    locator: Mapped[str] = mapped_column(String, default="")  # "" for images, "line:3" for texts
-    text: Mapped[str | None] = mapped_column(Text)
-    content_digest: Mapped[str | None] = mapped_column(String)
-    file_digest: Mapped[str | None] = mapped_column(String)
-    file_size: Mapped[int] = mapped_column(Integer)
-    file_mtime_ns: Mapped[int] = mapped_column(Integer)
-    width: Mapped[int | None] = mapped_column(Integer)
-    height: Mapped[int | None] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String, default=OK)
-    error: Mapped[str | None] = mapped_column(Text)
-    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
-
-
-class Embedding(Base):
-    """An item's vector as a float32 blob, so indexes rebuild without re-encoding."""
-
-    __tablename__ = "embeddings"
-    item_id: Mapped[int] = mapped_column(
-        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
-    )
-    vector: Mapped[bytes] = mapped_column(LargeBinary)
-
-
-class Change(Base):
-    """One embedding added, replaced or removed; indexes replay these to catch up."""
-
-    __tablename__ = "changes"
-    __table_args__ = (Index("ix_changes_kind_seq", "kind", "seq"), {"sqlite_autoincrement": True})
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String)
-    item_id: Mapped[int] = mapped_column(Integer)
-    op: Mapped[str] = mapped_column(String)
 
 
 def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -171,15 +70,35 @@ class Store:
         self.engine: Engine = create_engine(f"sqlite:///{self.path}")
         event.listen(self.engine, "connect", _on_connect)
         event.listen(self.engine, "begin", _on_begin)
-        self.session = sessionmaker(self.engine, expire_on_commit=False)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         try:
             self._check_schema()
-        except (DatabaseError, OperationalError, sqlite3.DatabaseError) as exc:
+        except (DatabaseError, sqlite3.DatabaseError) as exc:
             self.engine.dispose()
-            raise StoreError(
-                f"{self.path} is not a readable searchmm database ({exc.orig or exc}); "
-                "move it aside and ingest again, or restore it from a backup"
-            ) from exc
+            raise self.unusable(exc) from exc
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session (one per call: safe across threads) whose database errors become one
+        `StoreError` naming the file and what to do, never a traceback or an empty result."""
+        try:
+            with self._sessions() as s:
+                yield s
+        except DatabaseError as exc:
+            if isinstance(exc, IntegrityError):
+                raise  # a broken invariant of ours, not a damaged file
+            raise self.unusable(exc) from exc
+
+    def unusable(self, exc: BaseException) -> StoreError:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        if "locked" in detail or "busy" in detail:
+            return StoreError(f"{self.path} is locked by another process ({detail}); try again")
+        if "malformed" in detail or "not a database" in detail:
+            return StoreError(
+                f"{self.path} is damaged ({detail}): restore it from a backup, or move it aside "
+                "(with any -wal and -shm files) and ingest again to rebuild it"
+            )
+        return StoreError(f"cannot use {self.path} ({detail}): check the disk and permissions")
 
     def _check_schema(self) -> None:
         Base.metadata.create_all(self.engine)
@@ -314,6 +233,7 @@ class Store:
             count = s.scalar(
                 select(func.count()).select_from(Embedding).join(Item).where(Item.kind == kind)
             )
+            pruned = _pruned_seq(s, kind)
         add_ids, vectors = _as_arrays(ids, blobs, dim)
         return Delta(
             seq,
@@ -322,6 +242,7 @@ class Store:
             add_ids,
             vectors,
             count or 0,
+            complete=since_seq >= pruned,
         )
 
     def change_seq(self) -> int:
@@ -330,9 +251,12 @@ class Store:
             return _last_seq(s)
 
     def prune_changes(self, kind: str, upto_seq: int) -> None:
-        """Forget changes that a saved index already reflects."""
+        """Forget changes that a saved index already reflects, remembering how far (an index
+        older than that must reload or rebuild: it cannot replay what was forgotten)."""
         with self.session() as s, s.begin():
             s.execute(delete(Change).where(Change.kind == kind, Change.seq <= upto_seq))
+            if upto_seq > _pruned_seq(s, kind):
+                s.merge(MetaEntry(key=f"changes_pruned.{kind}", value=str(upto_seq)))
 
 
 @dataclass
@@ -345,11 +269,17 @@ class Delta:
     add_ids: np.ndarray  # those that have a vector now...
     vectors: np.ndarray  # ...and that vector
     count: int  # embeddings of the kind in the store at `seq`
+    complete: bool = True  # False: changes after `since_seq` were pruned, this delta lacks them
 
 
 def _last_seq(session: Session) -> int:
     """The last change number ever given out (AUTOINCREMENT's counter survives pruning)."""
     return session.scalar(text("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")) or 0
+
+
+def _pruned_seq(session: Session, kind: str) -> int:
+    entry = session.get(MetaEntry, f"changes_pruned.{kind}")
+    return int(entry.value) if entry else 0
 
 
 def put_embedding(session: Session, item: Item, vector: np.ndarray, *, replaced: bool) -> None:

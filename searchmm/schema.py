@@ -1,0 +1,124 @@
+"""The SQLite tables: items, their embeddings, the one model, meta facts and the change log.
+
+Column types and table shapes only; `store` opens the database and answers queries over them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+IMAGE = "image"
+TEXT = "text"
+KINDS = (IMAGE, TEXT)
+OK = "ok"
+FAILED = "failed"
+ADD, UPDATE, REMOVE = "add", "update", "remove"
+_FS_BYTES_PREFIX = "fsbytes:"  # an absolute path never starts with this
+
+
+class FsPath(TypeDecorator[str]):
+    """A file path as TEXT; names that are not valid UTF-8 round-trip through a hex form."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        if value is None:
+            return None
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return _FS_BYTES_PREFIX + os.fsencode(value).hex()
+
+    def process_result_value(self, value: str | None, dialect: Any) -> str | None:
+        if value is not None and value.startswith(_FS_BYTES_PREFIX):
+            return os.fsdecode(bytes.fromhex(value[len(_FS_BYTES_PREFIX) :]))
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class MetaEntry(Base):
+    """Key/value facts about the store: schema version, chosen index spec per kind."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class ModelRecord(Base):
+    """The one model whose vectors this store holds."""
+
+    __tablename__ = "model"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    pretrained: Mapped[str] = mapped_column(String)
+    config_json: Mapped[str | None] = mapped_column(Text)
+    checkpoint_digest: Mapped[str | None] = mapped_column(String)
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    dim: Mapped[int] = mapped_column(Integer)
+    software: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Item(Base):
+    """An image file, or one text record of a text collection file."""
+
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("kind", "path", "locator"),
+        Index("ix_items_content", "kind", "content_digest"),
+        Index("ix_items_file", "kind", "file_digest"),
+        {"sqlite_autoincrement": True},  # ids are FAISS ids: never reuse one
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String)
+    path: Mapped[str] = mapped_column(FsPath)
+    locator: Mapped[str] = mapped_column(String, default="")  # "" for images, "line:3" for texts
+    text: Mapped[str | None] = mapped_column(Text)
+    content_digest: Mapped[str | None] = mapped_column(String)
+    file_digest: Mapped[str | None] = mapped_column(String)
+    file_size: Mapped[int] = mapped_column(Integer)
+    file_mtime_ns: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String, default=OK)
+    error: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+
+
+class Embedding(Base):
+    """An item's vector as a float32 blob, so indexes rebuild without re-encoding."""
+
+    __tablename__ = "embeddings"
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Change(Base):
+    """One embedding added, replaced or removed; indexes replay these to catch up."""
+
+    __tablename__ = "changes"
+    __table_args__ = (Index("ix_changes_kind_seq", "kind", "seq"), {"sqlite_autoincrement": True})
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String)
+    item_id: Mapped[int] = mapped_column(Integer)
+    op: Mapped[str] = mapped_column(String)

@@ -1,0 +1,134 @@
+"""The FastAPI application: built by `create_app`, never at import time.
+
+The Engine's model is loaded once, when the app starts (before uvicorn accepts connections),
+and shared by every request. Every error answers JSON `{"error": message}`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from .. import __version__
+from ..api import Engine
+from ..errors import SearchmmError
+from . import DEFAULT_MAX_UPLOAD_BYTES
+from .context import ServerContext
+from .routes import api_router
+from .uploads import UploadLimit
+
+log = logging.getLogger("searchmm.server")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+UPLOAD_PATHS = frozenset({"/api/search/image"})
+# The page loads nothing from elsewhere; a browser enforcing this proves it.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+def create_app(
+    engine_or_index_dir: Engine | str | os.PathLike[str] | None,
+    *,
+    device: str | None = None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    allowed_hosts: Sequence[str] | None = None,
+    warm: bool = True,
+) -> FastAPI:
+    """An app serving one index directory (or a given Engine, which the caller keeps and closes).
+
+    `allowed_hosts`: Host header values accepted (None: any). A server on 127.0.0.1 should accept
+    only loopback names, so that a web page elsewhere cannot reach it by DNS rebinding.
+    `warm`: load the model when the app starts; without it, call `app.state.searchmm.warm_up()`
+    first (or the first query loads it).
+    """
+    if isinstance(engine_or_index_dir, Engine):
+        ctx = ServerContext(engine_or_index_dir, max_upload_bytes)
+    else:
+        engine = Engine(engine_or_index_dir, device=device)
+        ctx = ServerContext(engine, max_upload_bytes, owns_engine=True)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if warm:
+            ctx.warm_up()  # blocking on purpose: no connection is accepted before it is done
+        try:
+            yield
+        finally:
+            if ctx.owns_engine:
+                ctx.engine.close()
+
+    app = FastAPI(
+        title="searchmm",
+        version=__version__,
+        description="Cross-modal search over one searchmm index: text or image queries, "
+        'images or texts as results. Every error is JSON `{"error": message}`.',
+        lifespan=lifespan,
+    )
+    app.state.searchmm = ctx
+    _add_error_handlers(app)
+    app.include_router(api_router(ctx))
+    _add_page(app)
+    app.add_middleware(UploadLimit, paths=UPLOAD_PATHS, max_bytes=max_upload_bytes)
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    return app
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SearchmmError)
+    async def searchmm_error(_request: Request, exc: SearchmmError) -> JSONResponse:
+        return _error(400, str(exc))  # bad query, empty index, unknown target, ...
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _validation_message(exc.errors()))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error", exc_info=exc)
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+
+def _validation_message(errors: Sequence[Any]) -> str:
+    """`k: Input should be greater than or equal to 1` from pydantic's error list."""
+    parts = []
+    for error in errors:
+        where = [
+            str(part) for part in error.get("loc", ()) if part not in ("query", "path", "body")
+        ]
+        parts.append(f"{'.'.join(where) or 'request'}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _add_page(app: FastAPI) -> None:
+    """The web page: index.html at /, its script and style under /static/."""
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers=_PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,0 +1,116 @@
+"""A `searchmm serve` child process on a free loopback port, ready when the context is entered.
+
+For tests, benchmarks and scripts that need the real server (its own process, the real CLI)
+rather than an app object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+HOST = "127.0.0.1"
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def searchmm_command() -> list[str]:
+    """The `searchmm` console script beside this interpreter, else the same entry point via -c."""
+    beside = Path(sys.executable).with_name("searchmm")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("searchmm")
+    return [found] if found else [sys.executable, "-c", "from searchmm.cli import main; main()"]
+
+
+class ServerProcess:
+    """`searchmm serve --index-dir D --port P [args]`; output goes to `log_path`."""
+
+    def __init__(
+        self,
+        index_dir: str | os.PathLike[str],
+        *args: str,
+        log_path: str | os.PathLike[str],
+        env: dict[str, str] | None = None,
+        startup_timeout: float = 180.0,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.command = [
+            *searchmm_command(),
+            "serve",
+            "--index-dir",
+            os.fspath(index_dir),
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            *args,
+        ]
+        self.log_path = Path(log_path)
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited {self.process.returncode}:\n{self.log()}")
+            with (
+                contextlib.suppress(OSError),  # URLError too: not listening yet
+                _DIRECT.open(f"{self.url}/api/health", timeout=5) as response,
+            ):
+                if response.status == 200:
+                    return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the server did not answer in {self.startup_timeout} s:\n{self.log()}")
+
+    def stop(self) -> int | None:
+        """SIGTERM (uvicorn shuts down cleanly), then SIGKILL if it lingers; the exit status."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")[-6000:]
+        except OSError:
+            return ""
