@@ -311,8 +311,3 @@ def release_memory() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def dir_bytes(folder: Path) -> int:
-    """Total size of the regular files directly or indirectly under `folder`."""
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

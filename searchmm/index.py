@@ -29,29 +29,24 @@ GPU_MAX_K = 2048  # FAISS's GPU k-selection limit; a larger k is answered on the
 NORM_TOLERANCE = 1e-2  # float16 round trips through the store stay well inside this
 
 
-def choose_spec(n: int, *, exact_threshold: int = 100_000, ivf_threshold: int = 2_000_000) -> str:
-    """FAISS factory string for ``n`` vectors.
+def choose_spec(n: int, *, exact_threshold: int = 100_000) -> str:
+    """FAISS factory string for ``n`` vectors: exact below the threshold, IVF above it.
 
-    Figures measured here (faiss-cpu, 512-d, 2 cores; shared/notes/environment.md):
+    Measured with bench/index_bench.py (512-d clustered vectors, 2 cores; results in
+    bench/results/index_bench.md, alternatives in bench/results/index_bench_explore.md):
 
-    - Flat is exact: 1,000 queries over 1M vectors take 4.0 s (4 ms/query), so below 100k a
-      query costs about 0.4 ms with perfect recall and cheap removals: no reason for ANN there.
-    - HNSW32 on 200k clustered vectors: recall@10 0.97 at efSearch 64, ~10k QPS, 23 s to build.
-      Build time grows about linearly (minutes at 2M), it adds ~256 bytes of links per vector
-      and cannot remove ids (removals mean a rebuild), so it stops at 2M.
-    - IVF1024,Flat with nprobe 8 reached recall 1.0 at ~6.7k QPS on 200k clustered vectors; it
-      trains in seconds on a sample, removes ids and scales past 2M. PQ codes are avoided:
-      IVF,PQ64 topped out near recall 0.38 without a refine step.
-
-    nlist is the power of two nearest 4*sqrt(n), FAISS's usual guidance (4..16 * sqrt(n)).
+    - Flat is exact and cheap below 100k (a query scans 200 MB at most), removals are free.
+    - IVF with nlist near sqrt(n) and nprobe 16: recall@10 0.983 at 100k (IVF256) and 0.996 at
+      1M (IVF1024, 12x the flat single-query QPS); it builds in 17 s at 1M and removes ids.
+    - HNSW32 (efConstruction 80, efSearch 64), the earlier choice, reached only 0.90 at 100k
+      and 0.53 at 1M, took 429 s to build at 1M and cannot remove ids: available through
+      `--index-spec HNSW32`, no longer chosen automatically.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if n == 0 or n < exact_threshold:
         return "IDMap2,Flat"
-    if n <= ivf_threshold:
-        return "IDMap2,HNSW32,Flat"
-    return f"IVF{2 ** round(float(np.log2(4.0 * np.sqrt(n))))},Flat"
+    return f"IVF{2 ** max(0, round(float(np.log2(np.sqrt(n)))))},Flat"
 
 
 def _chain(index: Any) -> list[Any]:
@@ -92,7 +87,7 @@ def _default_params(index: Any) -> dict[str, int]:
     if any(isinstance(i, faiss.IndexRefine) for i in chain):
         params["k_factor_rf"] = REFINE_K_FACTOR
     if isinstance(chain[-1], faiss.IndexIVF):
-        params["nprobe"] = min(chain[-1].nlist, max(8, chain[-1].nlist // 16))
+        params["nprobe"] = min(chain[-1].nlist, max(16, chain[-1].nlist // 64))
     elif isinstance(chain[-1], faiss.IndexHNSW):
         params["efSearch"] = HNSW_EF_SEARCH
     return params
@@ -147,15 +142,12 @@ class VectorIndex:
         spec: str = AUTO,
         *,
         exact_threshold: int = 100_000,
-        ivf_threshold: int = 2_000_000,
         use_gpu: bool | None = None,
     ) -> VectorIndex:
         """A new index over ``vectors``; trains first when the type needs it (IVF, PQ)."""
         ids, vectors = _as_ids(ids), _as_matrix(vectors, dim, "vectors")
         if spec == AUTO:
-            spec = choose_spec(
-                len(ids), exact_threshold=exact_threshold, ivf_threshold=ivf_threshold
-            )
+            spec = choose_spec(len(ids), exact_threshold=exact_threshold)
         index = _factory(dim, spec)
         if not _takes_ids(index):
             spec = f"IDMap2,{spec}"

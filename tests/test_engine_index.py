@@ -16,22 +16,26 @@ def _top_ids(index_dir: Path, query: str, k: int = 5) -> list[int]:
     return [h["id"] for h in cli_json("query", query, "--index-dir", index_dir, "-k", str(k))]
 
 
+@pytest.mark.parametrize("chosen", ["auto", "HNSW32"])
 def test_ann_index_chosen_by_size_and_kept_consistent(
-    tmp_path: Path, photo_dir: Path, tiny_config: Path
+    tmp_path: Path, photo_dir: Path, tiny_config: Path, chosen: str
 ) -> None:
     index_dir = tmp_path / "idx"
     spec = ModelSpec.from_options(model_config=tiny_config)
     with Engine(index_dir, model=spec, exact_threshold=4) as engine:
         engine.ingest([photo_dir])
-        assert "HNSW" in engine.stats().indexes["image"]["spec"]
+        assert engine.stats().indexes["image"]["spec"].startswith("IVF")  # chosen by size
+        if chosen != "auto":
+            engine.reindex(chosen)
         for path in sorted(photo_dir.rglob("*.*")):
             hit = engine.search_image(path, k=1)[0]
             assert hit.path == str(path) and hit.score == pytest.approx(1.0, abs=1e-4)
-        # HNSW cannot remove ids: a deletion rebuilds it, and it still matches the store.
+        # IVF removes ids in place; HNSW cannot, so a deletion rebuilds it: both match the store.
         (photo_dir / "coffee.jpg").unlink()
         make_image(photo_dir / "late.png", seed=77)
         summary = engine.ingest([photo_dir])
         assert (summary.new, summary.removed) == (1, 1)
+        assert chosen.split(",")[0] in engine.stats().indexes["image"]["spec"] or chosen == "auto"
     assert index_ids(index_dir, "image") == set(stored_items(index_dir, "image").values())
 
 

@@ -113,12 +113,11 @@ def test_flat_self_retrieval_and_removal(n: int, dim: int, seed: int, frac: floa
 def test_choose_spec_thresholds() -> None:
     assert choose_spec(0) == "IDMap2,Flat"
     assert choose_spec(99_999) == "IDMap2,Flat"
-    assert choose_spec(100_000) == "IDMap2,HNSW32,Flat"
-    assert choose_spec(2_000_000) == "IDMap2,HNSW32,Flat"
-    assert choose_spec(2_000_001) == "IVF4096,Flat"  # 4 * sqrt(2M) = 5657 -> 2**12
-    assert choose_spec(10_000_000) == "IVF16384,Flat"  # 12649 -> 2**14
-    assert choose_spec(50, exact_threshold=10) == "IDMap2,HNSW32,Flat"
-    assert choose_spec(0, exact_threshold=0, ivf_threshold=0) == "IDMap2,Flat"
+    assert choose_spec(100_000) == "IVF256,Flat"  # sqrt = 316 -> 2**8
+    assert choose_spec(1_000_000) == "IVF1024,Flat"  # 1000 -> 2**10
+    assert choose_spec(10_000_000) == "IVF4096,Flat"  # 3162 -> 2**12
+    assert choose_spec(50, exact_threshold=10) == "IVF8,Flat"
+    assert choose_spec(1, exact_threshold=0) == "IVF1,Flat"
     with pytest.raises(ValueError):
         choose_spec(-1)
 
@@ -126,8 +125,7 @@ def test_choose_spec_thresholds() -> None:
 @pytest.mark.parametrize(
     ("spec", "kwargs", "want_spec", "removable", "min_recall"),
     [
-        (AUTO, {"exact_threshold": 100}, "IDMap2,HNSW32,Flat", False, 0.9),
-        (AUTO, {"exact_threshold": 100, "ivf_threshold": 1000}, "IVF128,Flat", True, 0.9),
+        (AUTO, {"exact_threshold": 100}, "IVF32,Flat", True, 0.9),
         ("HNSW32", {}, "IDMap2,HNSW32", False, 0.9),
         ("IVF16,Flat", {}, "IVF16,Flat", True, 0.9),
         ("IVF16,SQ8", {}, "IVF16,SQ8", True, 0.9),
@@ -161,7 +159,7 @@ def test_search_params_are_set() -> None:
     assert inner.hnsw.efSearch == 64 and inner.hnsw.efConstruction == 80
     ivf = VectorIndex.build(32, ids, x, "IVF256,Flat")
     assert ivf.search_params == {"nprobe": 16} and ivf._cpu.nprobe == 16
-    assert VectorIndex.build(32, ids, x, "IVF16,Flat").search_params == {"nprobe": 8}
+    assert VectorIndex.build(32, ids, x, "IVF8,Flat").search_params == {"nprobe": 8}  # all lists
 
 
 def test_ivf_needs_enough_training_vectors() -> None:

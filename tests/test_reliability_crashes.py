@@ -104,7 +104,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         if spread and last == MID:  # end half way: the completing run has work left to do
             break
         # New work for every run: files added, and a stored one rewritten with new pixels.
-        for _ in range(10):
+        for _ in range(30):  # several batches, so that kills can land between commits
             make_image(folder / f"add-{seed}.png", seed=seed, size=(64, 48))
             seed += 1
         changed = folder / rng.choice(sorted(p.name for p in folder.iterdir()))
@@ -131,7 +131,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
                 time.sleep(rng.uniform(0.2, phases["first commit"]))
             elif target == "encode":
                 wait_until(lambda seq=seq_before: change_seq(index_dir) > seq, process)
-                time.sleep(rng.uniform(0.0, 0.15))
+                time.sleep(rng.uniform(0.0, 0.05))
             else:
                 wait_until(all_current, process)
                 time.sleep(rng.uniform(0.0, 0.05))
