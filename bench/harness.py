@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from searchmm import ModelSpec
-from searchmm.config import DEFAULT_BATCH_SIZE, default_workers
+from searchmm.defaults import BATCH_SIZE as DEFAULT_BATCH_SIZE
+from searchmm.settings import default_workers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -103,7 +104,7 @@ def photo_set(images: Path | None, count: int, scratch: Path) -> PhotoSet:
     if images is None and COCO_SAMPLE_IMAGES.is_dir():
         images = COCO_SAMPLE_IMAGES
     if images is not None:
-        from searchmm.sources import scan
+        from searchmm.sources.scan import scan
 
         paths = sorted(entry.path for entry in scan([images]).images)
         if not paths:

@@ -33,10 +33,10 @@ from typing import Any
 import harness
 import numpy as np
 
-import searchmm.index as smindex
-from searchmm.config import DEFAULT_EXACT_THRESHOLD
-from searchmm.index import VectorIndex, choose_spec
-from searchmm.indexfile import IndexHeader
+import searchmm.index.vector_index as smindex
+from searchmm.defaults import EXACT_THRESHOLD as DEFAULT_EXACT_THRESHOLD
+from searchmm.index.file import IndexHeader
+from searchmm.index.vector_index import VectorIndex, choose_spec
 
 FLAT_SPEC = "IDMap2,Flat"
 RECALL_TARGET = 0.95

@@ -27,8 +27,8 @@ import torch
 from PIL import Image
 
 from searchmm import Engine, ModelSpec
-from searchmm.config import resolve_device
-from searchmm.encoders import load_encoder
+from searchmm.model.loading import load_encoder
+from searchmm.settings import resolve_device
 
 TARGET = 0.9
 

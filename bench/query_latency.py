@@ -25,8 +25,8 @@ import harness
 import numpy as np
 
 from searchmm import Engine, ModelSpec
-from searchmm.config import resolve_device
-from searchmm.store import IMAGE, Store
+from searchmm.settings import resolve_device
+from searchmm.store.store import IMAGE, Store
 
 WARM_TARGET = 1.2
 COLD_TARGET = 1.5

@@ -39,9 +39,10 @@ import harness
 import numpy as np
 
 from searchmm import Engine, ModelSpec
-from searchmm.config import DEFAULT_BATCH_SIZE, default_workers, resolve_device
-from searchmm.ingest import IngestSummary
-from searchmm.store import DB_FILENAME
+from searchmm.defaults import BATCH_SIZE as DEFAULT_BATCH_SIZE
+from searchmm.ingest.images import IngestSummary
+from searchmm.settings import default_workers, resolve_device
+from searchmm.store.store import DB_FILENAME
 
 FLATNESS_TARGET = 1.2
 INCREMENTAL_TARGET = 1.5

@@ -19,8 +19,8 @@ import numpy as np
 from query_latency import QUERIES
 
 from searchmm import Engine
-from searchmm.config import resolve_device
 from searchmm.server.process import ServerProcess
+from searchmm.settings import resolve_device
 
 TARGET = 1.3
 

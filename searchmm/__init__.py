@@ -1,27 +1,66 @@
 """searchmm: cross-modal retrieval search over photos and texts with open_clip, SQLite and FAISS.
 
-The public API, re-exported here; importing it does no work (models load on first use).
+    from searchmm import Engine
+    with Engine("./indexes") as engine:
+        engine.ingest(["./photos"])
+        for hit in engine.search_text("a cat on a couch", k=5):
+            print(hit.rank, hit.score, hit.path)
+
+The public names are resolved on first use (PEP 562), so `import searchmm` and the command's
+`--help` cost nothing: numpy, SQLAlchemy, torch and FAISS load only where they are used.
 """
 
-from .api import Engine, Stats
-from .encoders import ModelSpec
-from .errors import (
-    IndexFileError,
-    LockedError,
-    ModelLoadError,
-    ModelMismatchError,
-    SearchmmError,
-    SourceError,
-    StoreError,
-)
-from .ingest import Failure, IngestSummary
-from .search import Hit
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from searchmm.engine.engine import Engine, Stats
+    from searchmm.errors import (
+        IndexFileError,
+        LockedError,
+        ModelLoadError,
+        ModelMismatchError,
+        SearchmmError,
+        SourceError,
+        StoreError,
+    )
+    from searchmm.ingest.images import Failure, IngestSummary
+    from searchmm.model.spec import ModelSpec
+    from searchmm.search.filters import Filters
+    from searchmm.search.ranking import Hit
+    from searchmm.search.terms import Term
 
 __version__ = "0.1.0"
+
+_WHERE = {
+    "Engine": "searchmm.engine.engine",
+    "Stats": "searchmm.engine.engine",
+    "Failure": "searchmm.ingest.images",
+    "IngestSummary": "searchmm.ingest.images",
+    "ModelSpec": "searchmm.model.spec",
+    "Filters": "searchmm.search.filters",
+    "Hit": "searchmm.search.ranking",
+    "Term": "searchmm.search.terms",
+    **{
+        name: "searchmm.errors"
+        for name in (
+            "IndexFileError",
+            "LockedError",
+            "ModelLoadError",
+            "ModelMismatchError",
+            "SearchmmError",
+            "SourceError",
+            "StoreError",
+        )
+    },
+}
 
 __all__ = [
     "Engine",
     "Failure",
+    "Filters",
     "Hit",
     "IndexFileError",
     "IngestSummary",
@@ -33,5 +72,12 @@ __all__ = [
     "SourceError",
     "Stats",
     "StoreError",
+    "Term",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

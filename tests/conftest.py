@@ -120,7 +120,7 @@ def stored_items(index_dir: Path, kind: str) -> dict[str, int]:
 
 def index_ids(index_dir: Path, kind: str) -> set[int]:
     """The ids in the saved FAISS index file."""
-    from searchmm.index import VectorIndex
+    from searchmm.index.vector_index import VectorIndex
 
     index, _ = VectorIndex.load(index_dir / f"{kind}s.faiss")
     return set(index.ids().tolist())

@@ -13,13 +13,12 @@ from PIL import Image
 from skimage import data as skdata
 from torchvision import transforms
 
-from searchmm.imaging import (
+from searchmm.sources.images import ImageDecodeError, load_image
+from searchmm.sources.loader import (
     DecodedBatch,
     ImageDataset,
-    ImageDecodeError,
     collate_decoded,
     image_loader,
-    load_image,
     ramp_up_batches,
 )
 

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from searchmm.errors import IndexFileError, SearchmmError
-from searchmm.index import AUTO, VectorIndex, choose_spec
-from searchmm.indexfile import IndexHeader
+from searchmm.index.file import IndexHeader
+from searchmm.index.vector_index import AUTO, VectorIndex, choose_spec
 
 faiss = pytest.importorskip("faiss")
 

@@ -13,7 +13,7 @@ import torch
 from conftest import cli_json, run_cli, stored_vectors
 
 from searchmm import ModelLoadError, ModelSpec
-from searchmm.encoders import load_encoder
+from searchmm.model.loading import load_encoder
 
 
 def _one_line_error(result, fragment: str) -> None:

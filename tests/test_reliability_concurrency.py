@@ -20,7 +20,7 @@ from conftest import cli_json, index_ids, make_image, run_cli, stored_items
 from PIL import Image
 
 from searchmm import Engine, ModelSpec
-from searchmm.sources import FILE_CHANGED, FILE_VANISHED
+from searchmm.sources.files import FILE_CHANGED, FILE_VANISHED
 
 SEARCHMM = str(Path(sys.executable).with_name("searchmm"))
 

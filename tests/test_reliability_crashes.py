@@ -22,8 +22,8 @@ from conftest import cli_json, index_ids, make_image, run_cli, stored_items
 from test_reliability_concurrency import SEARCHMM, embedded, slow_pngs, wait_until
 
 from searchmm import Engine, ModelSpec, SearchmmError
-from searchmm.index import VectorIndex
-from searchmm.sources import file_digest
+from searchmm.index.vector_index import VectorIndex
+from searchmm.sources.files import file_digest
 
 MID = "between commits (encode, commit)"
 Stored = dict[str, tuple[int, str, bytes]]  # path -> (item id, file digest, vector)

@@ -20,8 +20,8 @@ from conftest import index_ids, make_image, run_cli, stored_vectors
 from PIL import Image
 from skimage import data as skdata
 
-from searchmm.sources import display_path
-from searchmm.store import Store
+from searchmm.sources.files import display_path
+from searchmm.store.store import Store
 
 ORIENTATION = 0x0112
 # The stored pixels of an image with EXIF orientation o, turned upright by hand (numpy, not PIL).

@@ -20,7 +20,7 @@ from test_reliability_inputs import bomb_png, huge_jpeg
 # peak memory (ru_maxrss only ever grows: a full decode of any of them would show as >150 MB).
 PEAK_SCRIPT = """
 import json, resource, sys, time
-from searchmm.imaging import ImageDecodeError, load_image
+from searchmm.sources.images import ImageDecodeError, load_image
 peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 out = []
 for path in sys.argv[1:]:

@@ -22,9 +22,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from searchmm import Engine, ModelSpec, SearchmmError, search
-from searchmm.filters import Filters
-from searchmm.query import Term, parse_term
+from searchmm import Engine, ModelSpec, SearchmmError
+from searchmm.search import ranking
+from searchmm.search.filters import Filters
+from searchmm.search.terms import Term, parse_term
 
 
 @given(st.text(min_size=1).filter(str.strip))
@@ -97,7 +98,7 @@ def test_filters_return_k_matching_items_on_every_index_path(
     if path != "exact":
         engine.reindex("HNSW32")  # approximate: filtering must still be exact and complete
     if path == "ann-selector":
-        monkeypatch.setattr(search, "EXACT_FILTER_LIMIT", 1)  # force the FAISS id selector
+        monkeypatch.setattr(ranking, "EXACT_FILTER_LIMIT", 1)  # force the FAISS id selector
     items = stored_items(engine.index_dir, "image")
     wide = {i for p, i in items.items() if "/wide/" in p}
     query = stored_vectors(engine.index_dir, "image")[items[str(photo_dir / "chelsea.jpg")]]

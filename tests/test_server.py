@@ -369,7 +369,7 @@ def test_serve_stops_cleanly_on_sigterm(tmp_path: Path, served: Served) -> None:
 
 def test_serve_without_the_server_extra_says_what_to_install(tmp_path: Path) -> None:
     hide = "import sys; sys.modules.update(fastapi=None, python_multipart=None, multipart=None)"
-    run = "from searchmm.cli import main; sys.argv[0] = 'searchmm'; main()"
+    run = "from searchmm.cli.app import main; sys.argv[0] = 'searchmm'; main()"
     done = subprocess.run(
         [sys.executable, "-c", f"{hide}; {run}", "serve", "--index-dir", str(tmp_path)],
         capture_output=True,

@@ -10,16 +10,15 @@ import pytest
 from conftest import COCO_SAMPLE
 
 from searchmm.errors import SourceError
-from searchmm.sources import (
+from searchmm.sources.files import digest_files, file_digest
+from searchmm.sources.scan import (
     IMAGE_EXTENSIONS_BASE,
     TEXT_EXTENSIONS,
     FileEntry,
-    digest_files,
-    file_digest,
     image_extensions,
     scan,
 )
-from searchmm.texts import read_text_collection, text_digest
+from searchmm.sources.texts import read_text_collection, text_digest
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:

@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from searchmm.api import Engine
-from searchmm.config import DEFAULT_BATCH_SIZE, resolve_index_dir
-from searchmm.encoders import ModelSpec
+from searchmm.defaults import BATCH_SIZE as DEFAULT_BATCH_SIZE
+from searchmm.engine.engine import Engine
 from searchmm.errors import SearchmmError
-from searchmm.store import DB_FILENAME, IMAGE, OK, TEXT
+from searchmm.model.spec import ModelSpec
+from searchmm.settings import resolve_index_dir
+from searchmm.store.store import DB_FILENAME, IMAGE, OK, TEXT
 
 from .datasets import RetrievalDataset
 from .metrics import DEFAULT_KS, normalise_ks, recall_from_hits, retrieval_metrics

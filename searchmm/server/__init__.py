@@ -31,7 +31,7 @@ def require_server_extra() -> None:
     """Fail with one actionable line when the `server` extra is not installed."""
     import importlib.util
 
-    from ..errors import SearchmmError
+    from searchmm.errors import SearchmmError
 
     def absent(name: str) -> bool:
         if name == "python_multipart" and importlib.util.find_spec("multipart") is not None:

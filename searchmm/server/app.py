@@ -20,9 +20,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from .. import __version__
-from ..api import Engine
-from ..errors import SearchmmError
+from searchmm import __version__
+from searchmm.engine.engine import Engine
+from searchmm.errors import SearchmmError
+
 from . import DEFAULT_MAX_UPLOAD_BYTES
 from .context import ServerContext
 from .routes import api_router

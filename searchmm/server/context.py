@@ -9,10 +9,11 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from ..api import Engine
-from ..errors import SearchmmError
-from ..search import Hit
-from ..store import IMAGE, OK, Item, item_json
+from searchmm.engine.engine import Engine
+from searchmm.errors import SearchmmError
+from searchmm.search.ranking import Hit
+from searchmm.store.store import IMAGE, OK, Item, item_json
+
 from . import DEFAULT_MAX_UPLOAD_BYTES
 from .thumbnails import ThumbnailCache
 

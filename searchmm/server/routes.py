@@ -18,11 +18,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, HTTPException, Path, Query, UploadFile
 from fastapi.responses import FileResponse, Response
 
-from ..api import Engine
-from ..config import DEFAULT_K
-from ..errors import SearchmmError
-from ..search import Hit
-from ..store import OK
+from searchmm.defaults import K as DEFAULT_K
+from searchmm.engine.engine import Engine
+from searchmm.errors import SearchmmError
+from searchmm.search.ranking import Hit
+from searchmm.store.store import OK
+
 from .context import ServerContext, hit_out, item_out
 from .schemas import ERROR_RESPONSES, UPLOAD_RESPONSES, HealthOut, ItemOut, SearchOut
 from .thumbnails import ThumbnailError

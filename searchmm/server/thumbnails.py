@@ -15,9 +15,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..imaging import ImageDecodeError, load_image
-from ..sources import file_digest
-from ..store import Item
+from searchmm.sources.files import file_digest
+from searchmm.sources.images import ImageDecodeError, load_image
+from searchmm.store.store import Item
 
 THUMBNAIL_DIRNAME = "thumbnails"
 JPEG_QUALITY = 85

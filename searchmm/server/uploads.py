@@ -1,6 +1,6 @@
 """Query images sent by users: a size limit enforced before the body is parsed, and decoding
-through `searchmm.imaging.load_image` (the ingest's safe path: decompression bombs, truncated and
-non-image files are refused with a reason) from a private temporary file.
+through `searchmm.sources.images.load_image` (the ingest's safe path: decompression bombs,
+truncated and non-image files are refused with a reason) from a private temporary file.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import HTTPException, UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..imaging import ImageDecodeError, load_image
+from searchmm.sources.images import ImageDecodeError, load_image
 
 # Room for the multipart envelope (boundaries, part headers, other fields) around the file.
 ENVELOPE_BYTES = 64 * 1024

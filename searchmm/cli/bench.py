@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from searchmm.config import DEFAULT_BATCH_SIZE
+from searchmm.defaults import BATCH_SIZE as DEFAULT_BATCH_SIZE
 
 bench_app = typer.Typer(
     help="Retrieval benchmarks (Recall@K, MRR, ranks) on COCO and Flickr, through the engine.",
@@ -76,7 +76,7 @@ def _user_errors(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from searchmm.cli import _errors_to_exit_codes
+        from searchmm.cli.app import _errors_to_exit_codes
 
         return _errors_to_exit_codes(command)(*args, **kwargs)
 
@@ -112,7 +112,7 @@ def coco(
     as_json: JsonFlag = False,
 ) -> None:
     """COCO: the Karpathy 5k test split with all official captions, or a whole captions file."""
-    from .datasets import load_coco
+    from searchmm.evaluation.datasets import load_coco
 
     dataset = load_coco(images, captions, karpathy_split=karpathy_split, split=split)
     _run(
@@ -162,7 +162,7 @@ def flickr(
     as_json: JsonFlag = False,
 ) -> None:
     """Flickr30k/8k: a Karpathy split file, or Flickr8k's token file and image list."""
-    from .datasets import load_flickr8k_tokens, load_karpathy
+    from searchmm.evaluation.datasets import load_flickr8k_tokens, load_karpathy
 
     if (karpathy is None) == (token_file is None):
         raise typer.BadParameter("give --karpathy FILE or --token-file FILE (one of the two)")
@@ -206,12 +206,11 @@ def _run(
     output: Path | None,
     as_json: bool,
 ) -> None:
-    from searchmm.api import Engine
-    from searchmm.config import default_workers
-    from searchmm.encoders import ModelSpec
-
-    from .metrics import DEFAULT_KS
-    from .runner import default_bench_dir, evaluate
+    from searchmm.engine.engine import Engine
+    from searchmm.evaluation.metrics import DEFAULT_KS
+    from searchmm.evaluation.runner import default_bench_dir, evaluate
+    from searchmm.model.spec import ModelSpec
+    from searchmm.settings import default_workers
 
     spec = None
     if model or pretrained or model_config:

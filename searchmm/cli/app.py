@@ -1,4 +1,4 @@
-"""The `searchmm` command: argument parsing and printing over `searchmm.api.Engine`.
+"""The `searchmm` command: argument parsing and printing over `searchmm.Engine`.
 
 Results go to stdout (a table, or one JSON document with --json); progress and messages go to
 stderr. Exit codes: 0 success, 1 user error (one line, no traceback), 2 usage error, 130 Ctrl-C.
@@ -20,9 +20,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from .config import DEFAULT_BATCH_SIZE, DEFAULT_K, default_workers
-from .errors import SearchmmError
-from .evaluation.cli import bench_app
+from searchmm.cli.bench import bench_app
+from searchmm.defaults import BATCH_SIZE as DEFAULT_BATCH_SIZE
+from searchmm.defaults import K as DEFAULT_K
+from searchmm.errors import SearchmmError
+from searchmm.settings import default_workers
 
 app = typer.Typer(
     help="Search photos and texts with CLIP models: ingest folders, then query by text or image.",
@@ -77,7 +79,7 @@ def _log_to_stderr() -> None:
 
 
 def _engine(index_dir: Path | None, device: str = "auto", model: Any = None) -> Any:
-    from .api import Engine
+    from searchmm.engine.engine import Engine
 
     return Engine(index_dir, model=model, device=device)
 
@@ -87,7 +89,7 @@ def _emit_json(value: Any) -> None:
 
 
 def _shown(path: str) -> str:
-    from .sources import display_path
+    from searchmm.sources.files import display_path
 
     return display_path(path)
 
@@ -122,7 +124,7 @@ def ingest(
     as_json: JsonFlag = False,
 ) -> None:
     """Add new and changed files to the index, drop the ones that are gone."""
-    from .encoders import ModelSpec
+    from searchmm.model.spec import ModelSpec
 
     spec = None
     if model or pretrained or model_config:
@@ -224,8 +226,8 @@ def query(
     [WEIGHT=]text:WORDS, [WEIGHT=]image:PATH or [WEIGHT=]item:ID, e.g.
     searchmm query "golden retriever" --add "image:./my dog.jpg" --sub "2=text:fruit"
     """
-    from .filters import Filters, parse_date, parse_where
-    from .query import Term, parse_terms
+    from searchmm.search.filters import Filters, parse_date, parse_where
+    from searchmm.search.terms import Term, parse_terms
 
     terms = [Term("text", text)] if text is not None else []
     terms += [Term("image", str(image))] if image is not None else []
@@ -358,8 +360,8 @@ def serve(
     ] = "info",
 ) -> None:
     """Serve the HTTP JSON API and the web page (needs the `server` extra)."""
-    from .server import require_server_extra
-    from .server.run import serve as run_server
+    from searchmm.server import require_server_extra
+    from searchmm.server.run import serve as run_server
 
     require_server_extra()  # one line, before anything is loaded
     shown = f"[{host}]" if ":" in host else host

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from searchmm.errors import SearchmmError
-from searchmm.faisslib import faiss_reason, load_faiss
-from searchmm.indexfile import IndexHeader, read_index_file, write_index_file
+from searchmm.index.faisslib import faiss_reason, load_faiss
+from searchmm.index.file import IndexHeader, read_index_file, write_index_file
 
 AUTO = "auto"
 

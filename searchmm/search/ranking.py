@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from .encoders import Encoder
-from .errors import SearchmmError
-from .index import VectorIndex
-from .store import IMAGE, TEXT, Item, Store, item_json
+from searchmm.errors import SearchmmError
+from searchmm.index.vector_index import VectorIndex
+from searchmm.model.encoder import Encoder
+from searchmm.store.store import IMAGE, TEXT, Item, Store, item_json
 
 TARGETS = {"images": IMAGE, "texts": TEXT, IMAGE: IMAGE, TEXT: TEXT}
 
@@ -51,7 +51,7 @@ def text_vector(encoder: Encoder, text: str) -> np.ndarray:
 
 def image_vector(encoder: Encoder, path: str | os.PathLike[str]) -> np.ndarray:
     """Decode a query image exactly as ingest does (same orientation, draft and preprocess)."""
-    from .imaging import ImageDecodeError, load_image
+    from searchmm.sources.images import ImageDecodeError, load_image
 
     try:
         image, _ = load_image(os.fspath(path), draft_size=encoder.image_size)

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .encoders import Encoder
-from .sources import TRANSIENT_REASONS, FileEntry, digest_files, os_reason, scan
-from .store import (
+from searchmm.model.encoder import Encoder
+from searchmm.sources.files import TRANSIENT_REASONS, digest_files, os_reason
+from searchmm.sources.scan import FileEntry, scan
+from searchmm.store.store import (
     FAILED,
     IMAGE,
     OK,
@@ -133,7 +134,7 @@ class Ingestor:
         if not self.stopping():
             self._ingest_images(found.images, roots)
         if not self.stopping():
-            from .ingest_texts import TextIngest
+            from searchmm.ingest.texts import TextIngest
 
             TextIngest(self).run(found.texts, roots)
         self.summary.elapsed_s = time.perf_counter() - started
@@ -230,8 +231,8 @@ class Ingestor:
     def _encode_images(self, pending: list[_Pending]) -> None:
         if not pending or self.stopping():
             return
-        from .faisslib import preload_in_background
-        from .imaging import image_loader
+        from searchmm.index.faisslib import preload_in_background
+        from searchmm.sources.loader import image_loader
 
         preload_in_background()  # ready for the index update when encoding ends
         encoder = self.encoder

@@ -20,8 +20,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .errors import StoreError
-from .schema import (
+from searchmm.errors import StoreError
+from searchmm.store.schema import (
     ADD,
     FAILED,
     KINDS,
@@ -36,7 +36,9 @@ from .schema import (
     MetaEntry,
     ModelRecord,
 )
-from .schema import IMAGE as IMAGE  # re-exported: callers take the kinds and tables from here
+from searchmm.store.schema import (
+    IMAGE as IMAGE,  # re-exported: callers take the kinds and tables from here
+)
 
 SCHEMA_VERSION = 1
 DB_FILENAME = "searchmm.db"

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from searchmm.errors import SearchmmError, SourceError
-from searchmm.sources import TEXT_EXTENSIONS, display_path, file_extension, os_reason
+from searchmm.sources.files import display_path, file_extension, os_reason
+from searchmm.sources.scan import TEXT_EXTENSIONS
 
 
 def text_digest(text: str) -> str:

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import LockedError
+from searchmm.errors import LockedError
 
 LOCK_FILENAME = ".write.lock"
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .faisslib import load_faiss
+from searchmm.index.faisslib import load_faiss
 
 DEFAULT_THRESHOLD = 0.95
 _CHUNK = 4096  # queries per range search: bounds the result buffers

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import SearchmmError
+from searchmm.errors import SearchmmError
 
 SCHEMES = ("text", "image", "item")
 _TERM = re.compile(r"(?:(?P<weight>\d+(?:\.\d*)?|\.\d+)=)?(?P<scheme>[a-z]+):(?P<value>.*)", re.S)

@@ -19,19 +19,25 @@ from typing import Any
 
 import numpy as np
 
-from .config import DEFAULT_BATCH_SIZE, DEFAULT_EXACT_THRESHOLD, DEFAULT_K, resolve_index_dir
-from .dupes import DEFAULT_THRESHOLD, duplicate_groups
-from .encoders import Encoder, ModelSpec, load_encoder
-from .errors import ModelMismatchError, SearchmmError
-from .faisslib import preload_in_background
-from .filters import Filters, allowed_ids
-from .index import VectorIndex
-from .indexing import IndexSet, index_path
-from .ingest import IngestOptions, Ingestor, IngestSummary
-from .locking import write_lock, write_lock_if_free
-from .query import Term, combine
-from .search import Hit, Page, image_vector, search_index, target_kind, text_vector
-from .store import DB_FILENAME, KINDS, ModelRecord, Store
+from searchmm.defaults import BATCH_SIZE as DEFAULT_BATCH_SIZE
+from searchmm.defaults import DUPES_THRESHOLD as DEFAULT_THRESHOLD
+from searchmm.defaults import EXACT_THRESHOLD as DEFAULT_EXACT_THRESHOLD
+from searchmm.defaults import K as DEFAULT_K
+from searchmm.engine.locking import write_lock, write_lock_if_free
+from searchmm.errors import ModelMismatchError, SearchmmError
+from searchmm.index.faisslib import preload_in_background
+from searchmm.index.sync import IndexSet, index_path
+from searchmm.index.vector_index import VectorIndex
+from searchmm.ingest.images import IngestOptions, Ingestor, IngestSummary
+from searchmm.model.encoder import Encoder
+from searchmm.model.loading import load_encoder
+from searchmm.model.spec import ModelSpec
+from searchmm.search.dupes import duplicate_groups
+from searchmm.search.filters import Filters, allowed_ids
+from searchmm.search.ranking import Hit, Page, image_vector, search_index, target_kind, text_vector
+from searchmm.search.terms import Term, combine
+from searchmm.settings import resolve_index_dir
+from searchmm.store.store import DB_FILENAME, KINDS, ModelRecord, Store
 
 
 @dataclass
@@ -182,7 +188,7 @@ class Engine:
             text_field=text_field,
             progress=progress,
         )
-        from .sources import check_root
+        from searchmm.sources.scan import check_root
 
         for path in paths:
             check_root(path)  # a typo in a path fails before any model or store is touched
@@ -225,7 +231,7 @@ class Engine:
 
     def remove(self, paths: Sequence[str | os.PathLike[str]], *, wait: float = 0.0) -> int:
         """Forget every item stored under the given paths (files or folders); returns how many."""
-        from .ingest import remove_under
+        from searchmm.ingest.images import remove_under
 
         with self.writing(wait) as store:
             removed = remove_under(store, [os.path.abspath(os.fspath(p)) for p in paths])

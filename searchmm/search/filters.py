@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import String, cast, func, select
 
-from .errors import SearchmmError
-from .store import OK, Item, Store
+from searchmm.errors import SearchmmError
+from searchmm.store.store import OK, Item, Store
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .errors import IndexFileError, SearchmmError
-from .index import AUTO, VectorIndex, choose_spec
-from .indexfile import IndexHeader
-from .store import Store
+from searchmm.errors import IndexFileError, SearchmmError
+from searchmm.index.file import IndexHeader
+from searchmm.index.vector_index import AUTO, VectorIndex, choose_spec
+from searchmm.store.store import Store
 
 log = logging.getLogger("searchmm")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from searchmm.errors import IndexFileError
-from searchmm.faisslib import faiss_reason, load_faiss
+from searchmm.index.faisslib import faiss_reason, load_faiss
 
 MAGIC = b"SEARCHMM-FAISS\n"
 TRAILER = b"SMMEND\x00\x00"

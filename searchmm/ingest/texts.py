@@ -12,11 +12,12 @@ import os
 import numpy as np
 from sqlalchemy import update
 
-from .errors import SourceError
-from .ingest import Failure, Ingestor, under
-from .sources import FILE_CHANGED, FileEntry, digest_files, file_state, os_reason
-from .store import OK, TEXT, Item, put_embedding
-from .texts import TextRecord, read_text_collection, text_digest
+from searchmm.errors import SourceError
+from searchmm.ingest.images import Failure, Ingestor, under
+from searchmm.sources.files import FILE_CHANGED, digest_files, file_state, os_reason
+from searchmm.sources.scan import FileEntry
+from searchmm.sources.texts import TextRecord, read_text_collection, text_digest
+from searchmm.store.store import OK, TEXT, Item, put_embedding
 
 UNFINISHED = -1  # file size and mtime of a text row whose file is still being ingested
 

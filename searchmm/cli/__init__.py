@@ -1,0 +1,1 @@
+"""The `searchmm` command, a thin layer over the Python API."""

@@ -1,0 +1,26 @@
+"""Every default and limit of searchmm, once: the CLI, the server and the library read them here."""
+
+from __future__ import annotations
+
+INDEX_DIR_ENV = "SEARCHMM_INDEX_DIR"
+INDEX_DIR = "indexes"
+
+MODEL = "ViT-B-32"
+PRETRAINED = "laion2b_s34b_b79k"
+
+BATCH_SIZE = 32  # images per encoder batch
+TEXT_BATCH_SIZE = 256  # texts per encoder batch (and per commit)
+K = 10  # results per query
+
+# Below this many vectors an exact IndexFlatIP is used; above it an ANN index.
+EXACT_THRESHOLD = 100_000
+# Below this many allowed items, ranking them exactly from their stored vectors is cheaper
+# than an index search with a selector, and always exact.
+EXACT_FILTER_LIMIT = 20_000
+
+DUPES_THRESHOLD = 0.95  # cosine similarity at which two images count as near-duplicates
+
+THUMBNAIL_SIZE = 256  # longer side of the web page's thumbnails, pixels
+MAX_UPLOAD_BYTES = 20_000_000  # largest query image the server accepts
+MAX_K = 1000  # largest page the server returns
+MAX_OFFSET = 10_000  # deepest page the server returns

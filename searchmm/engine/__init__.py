@@ -1,0 +1,1 @@
+"""The Engine: the public facade over one index directory's store, indexes and model."""

@@ -1,0 +1,89 @@
+"""The encoder seam: what ingest and search need from a model, whatever runs it.
+
+`TorchEncoder` (open_clip on torch) is the one backend today; another (onnxruntime) only has to
+provide the same few members.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from searchmm.model.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+# The tokenizer truncates to its context (77 tokens); a token is rarely over 64 characters, so
+# cutting longer texts first keeps a 1 MB line from costing seconds in ftfy and the BPE regex.
+CHARS_PER_TOKEN_BOUND = 64
+
+
+class Encoder(Protocol):
+    """A loaded model: L2-normalised float32 vectors for preprocessed images and for texts."""
+
+    spec: ModelSpec
+    dim: int
+    image_size: int
+    device: str
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor: ...
+
+    def encode_images(self, pixels: torch.Tensor) -> np.ndarray: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class TorchEncoder:
+    """An open_clip model on torch with its preprocess and tokenizer, in inference mode."""
+
+    def __init__(
+        self, spec: ModelSpec, model: Any, preprocess: Callable, tokenizer: Any, device: str
+    ):
+        self.spec = spec
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.device = device
+        self.context_length = int(getattr(tokenizer, "context_length", 77) or 77)
+        size = getattr(model.visual, "image_size", 224)
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        output_dim = getattr(model.visual, "output_dim", None)
+        self.dim = int(output_dim) if output_dim else int(self.encode_texts(["probe"]).shape[1])
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        import torch
+
+        if self.device.startswith("cuda"):
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
+        """Preprocessed pixels (n, 3, H, W) -> L2-normalised float32 (n, dim)."""
+        import torch
+
+        with torch.inference_mode(), self._autocast():
+            features = self.model.encode_image(pixels.to(self.device, non_blocking=True))
+        return _normalised(features)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> L2-normalised float32 (n, dim); long texts are truncated by the tokenizer."""
+        import torch
+
+        limit = self.context_length * CHARS_PER_TOKEN_BOUND
+        tokens = self.tokenizer([t[:limit] for t in texts])
+        with torch.inference_mode(), self._autocast():
+            features = self.model.encode_text(tokens.to(self.device, non_blocking=True))
+        return _normalised(features)
+
+
+def _normalised(features: torch.Tensor) -> np.ndarray:
+    import torch
+
+    features = torch.nn.functional.normalize(features.float(), dim=-1)
+    return np.ascontiguousarray(features.cpu().numpy(), dtype=np.float32)

@@ -1,0 +1,1 @@
+"""Search: query terms, filters, ranking against an index, hits, near-duplicates."""
