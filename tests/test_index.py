@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from searchmm.errors import IndexFileError, SearchmmError
 from searchmm.index.file import IndexHeader
-from searchmm.index.vector_index import AUTO, VectorIndex, choose_spec
+from searchmm.index.specs import AUTO, choose_spec
+from searchmm.index.vector_index import VectorIndex
 
 faiss = pytest.importorskip("faiss")
 
@@ -173,7 +174,7 @@ def test_ivf_needs_enough_training_vectors() -> None:
 def test_empty_ivf_trains_on_first_add(data) -> None:
     x, ids, q, truth = data
     index = VectorIndex.empty(32, "IVF16,Flat")
-    assert index.ntotal == 0 and not index._cpu.is_trained
+    assert index.ntotal == 0 and not index.is_trained
     assert (index.search(q, 3)[1] == -1).all()
     index.add(ids, x)
     assert index.ntotal == 2000 and recall(index.search(q, 10)[1], truth) >= 0.9
@@ -361,22 +362,22 @@ def test_gpu_mirroring_logic(tmp_path: Path, monkeypatch, data) -> None:
     calls = fake_gpu(monkeypatch)
     index = VectorIndex.build(32, ids[:1500], x[:1500])
     assert calls == {"to_gpu": 1, "to_cpu": 0} and index.ntotal == 1500  # bulk add went to GPU
-    assert index._cpu.ntotal == 0 and index._cpu_stale
+    assert index._cpu.ntotal == 0 and index._mirror.ahead
     index.add(ids[1500:], x[1500:])  # the mirror exists: adds go there
     assert index.ntotal == 2000 and index._cpu.ntotal == 0
     gpu_result = index.search(q, 10)
 
     index.save(tmp_path / "i.faiss", header())  # saving brings the CPU copy up to date
-    assert calls["to_cpu"] == 1 and index._cpu.ntotal == 2000 and not index._cpu_stale
+    assert calls["to_cpu"] == 1 and index._cpu.ntotal == 2000 and not index._mirror.ahead
     cpu_only, _ = VectorIndex.load(tmp_path / "i.faiss", use_gpu=False)
     for a, b in zip(gpu_result, cpu_only.search(q, 10), strict=True):
         np.testing.assert_array_equal(a, b)
 
-    assert index.remove(ids[:10]) and index._gpu is None  # re-mirrored lazily
+    assert index.remove(ids[:10]) and index._mirror.index is None  # re-mirrored lazily
     assert not np.isin(index.search(q, 10)[1], ids[:10]).any() and calls["to_gpu"] == 2
 
     hnsw = VectorIndex.build(32, ids, x, "HNSW32")  # cannot go to a GPU: stays on the CPU
-    assert hnsw._gpu is None and hnsw._gpu_failed and hnsw.ntotal == 2000
+    assert hnsw._mirror.index is None and hnsw._mirror.unsupported and hnsw.ntotal == 2000
     assert hnsw.search(q, 3)[1].shape == (100, 3)
 
 
@@ -396,7 +397,7 @@ def test_gpu_search_matches_cpu(data, spec: str) -> None:
     x, ids, q, _ = data
     gpu = VectorIndex.build(32, ids, x, spec, use_gpu=True)
     cpu = VectorIndex.build(32, ids, x, spec, use_gpu=False)
-    assert gpu._gpu is not None
+    assert gpu._mirror.index is not None
     (gs, gi), (cs, ci) = gpu.search(q, 10), cpu.search(q, 10)
     assert recall(gi, ci) >= 0.99
     np.testing.assert_allclose(np.sort(gs, axis=1), np.sort(cs, axis=1), atol=1e-4)
