@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 import subprocess
 import sys
@@ -12,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from searchmm import defaults
 from searchmm.errors import IndexFileError, SearchmmError
 from searchmm.index.file import IndexHeader
-from searchmm.index.specs import AUTO, choose_spec
+from searchmm.index.specs import AUTO, IndexParams, choose_spec, family
 from searchmm.index.vector_index import VectorIndex
 
 faiss = pytest.importorskip("faiss")
@@ -161,6 +164,63 @@ def test_search_params_are_set() -> None:
     ivf = VectorIndex.build(32, ids, x, "IVF256,Flat")
     assert ivf.search_params == {"nprobe": 16} and ivf._cpu.nprobe == 16
     assert VectorIndex.build(32, ids, x, "IVF8,Flat").search_params == {"nprobe": 8}  # all lists
+
+
+def test_index_params_are_passed_explicitly(tmp_path: Path, data) -> None:
+    x, ids, _, _ = data
+    tuned = IndexParams(ef_search=32, ef_construction=40, refine_k_factor=4)
+    hnsw = VectorIndex.build(32, ids[:600], x[:600], "HNSW32", params=tuned)
+    assert hnsw.search_params == {"efSearch": 32}
+    inner = faiss.downcast_index(faiss.downcast_index(hnsw._cpu).index)
+    assert inner.hnsw.efSearch == 32 and inner.hnsw.efConstruction == 40
+    refine = VectorIndex.build(32, ids, x, "IVF16,PQ16x4,Refine(Flat)", params=tuned)
+    assert refine.search_params == {"k_factor_rf": 4, "nprobe": 16}
+
+    few = IndexParams(nprobe_min=4, nprobe_lists_per_probe=32)
+    assert few.nprobe(256) == 8 and few.nprobe(64) == 4 and few.nprobe(2) == 2
+    ivf = VectorIndex.build(32, ids, x, "IVF16,Flat")
+    assert ivf.search_params == {"nprobe": 16}
+    ivf.save(tmp_path / "i.faiss", header())
+    loaded, _ = VectorIndex.load(tmp_path / "i.faiss", params=few)  # nprobe is set on load
+    assert loaded.search_params == {"nprobe": 4} and loaded._cpu.nprobe == 4
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        few.nprobe_min = 1  # type: ignore[misc]
+
+
+def test_training_sample_is_seeded(data) -> None:
+    x, ids, _, _ = data
+
+    def centroids(params: IndexParams) -> np.ndarray:
+        index = VectorIndex.build(32, ids, x, "IVF4,Flat", params=params)
+        return faiss.extract_index_ivf(index._cpu).quantizer.reconstruct_n(0, 4)
+
+    small = IndexParams(train_sample=100)  # 160 vectors trained on (40 per list) of 2,000
+    np.testing.assert_array_equal(centroids(small), centroids(small))
+    assert not np.array_equal(
+        centroids(small), centroids(IndexParams(train_sample=100, train_seed=9))
+    )
+    assert not np.array_equal(centroids(small), centroids(IndexParams()))  # all 2,000
+
+
+def test_set_search_params(data) -> None:
+    x, ids, q, truth = data
+    ivf = VectorIndex.build(32, ids, x, "IVF16,Flat")
+    ivf.set_search_params(nprobe=16)  # every list: as exact as a flat index
+    assert ivf.search_params == {"nprobe": 16} and ivf._cpu.nprobe == 16
+    np.testing.assert_array_equal(ivf.search(q, 10)[1], truth)
+    ivf.set_search_params(nprobe=1)
+    assert ivf._cpu.nprobe == 1 and recall(ivf.search(q, 10)[1], truth) < 1.0
+    with pytest.raises(ValueError, match="efSearch"):
+        ivf.set_search_params(efSearch=8)
+
+
+def test_defaults_and_families() -> None:
+    for function in (choose_spec, VectorIndex.build):
+        threshold = inspect.signature(function).parameters["exact_threshold"].default
+        assert threshold == defaults.EXACT_THRESHOLD
+    assert family("IDMap2,Flat") == family("Flat") == "Flat"
+    assert family("IDMap2,HNSW32,Flat") == family("HNSW64") == "HNSW"
+    assert family("IVF256,Flat") == family("IVF1024,Flat") == "IVF"
 
 
 def test_ivf_needs_enough_training_vectors() -> None:
