@@ -166,21 +166,8 @@ class VectorIndex:
 
     def ids(self) -> np.ndarray:
         """Every id stored, in no particular order (for consistency checks against the store)."""
-        faiss = load_faiss()
         self._sync_cpu()
-        top = faiss.downcast_index(self._cpu)
-        if isinstance(top, faiss.IndexIDMap):
-            return np.asarray(faiss.vector_to_array(top.id_map), dtype=np.int64)
-        ivf = faiss.try_extract_index_ivf(top)
-        if ivf is None:
-            raise SearchmmError(f"cannot list the ids of a {type(top).__name__} index")
-        invlists, parts = ivf.invlists, [np.empty(0, dtype=np.int64)]
-        for list_no in range(ivf.nlist):
-            if size := invlists.list_size(list_no):
-                ptr = invlists.get_ids(list_no)
-                parts.append(faiss.rev_swig_ptr(ptr, size).astype(np.int64))
-                invlists.release_ids(list_no, ptr)
-        return np.concatenate(parts)
+        return _stored_ids(self._cpu)
 
     def save(self, path: str | os.PathLike[str], header: IndexHeader) -> IndexHeader:
         """Write header and index to one file atomically; returns the header as written.
@@ -223,3 +210,21 @@ class VectorIndex:
         if fresh is not None:
             self._cpu = fresh
             specs.apply_search_params(self._cpu, self.search_params)
+
+
+def _stored_ids(index: Any) -> np.ndarray:
+    """The ids an IDMap or IVF index holds, read from its id map or its inverted lists."""
+    faiss = load_faiss()
+    top = faiss.downcast_index(index)
+    if isinstance(top, faiss.IndexIDMap):
+        return np.asarray(faiss.vector_to_array(top.id_map), dtype=np.int64)
+    ivf = faiss.try_extract_index_ivf(top)
+    if ivf is None:
+        raise SearchmmError(f"cannot list the ids of a {type(top).__name__} index")
+    invlists, parts = ivf.invlists, [np.empty(0, dtype=np.int64)]
+    for list_no in range(ivf.nlist):
+        if size := invlists.list_size(list_no):
+            ptr = invlists.get_ids(list_no)
+            parts.append(faiss.rev_swig_ptr(ptr, size).astype(np.int64))
+            invlists.release_ids(list_no, ptr)
+    return np.concatenate(parts)
