@@ -134,7 +134,7 @@ def test_choose_spec_thresholds() -> None:
         ("IVF16,Flat", {}, "IVF16,Flat", True, 0.9),
         ("IVF16,SQ8", {}, "IVF16,SQ8", True, 0.9),
         ("IVF16,PQ16x4,Refine(Flat)", {}, "IDMap2,IVF16,PQ16x4,Refine(Flat)", False, 0.9),
-        # PQ codes alone are lossy (the notes measured recall 0.38 for IVF,PQ64): only sanity
+        # PQ codes alone are lossy (recall 0.38 was measured for IVF,PQ64): only sanity
         ("IVF16,PQ8", {}, "IVF16,PQ8", True, 0.2),
         ("Flat", {}, "IDMap2,Flat", True, 1.0),
     ],
