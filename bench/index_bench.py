@@ -33,10 +33,10 @@ from typing import Any
 import harness
 import numpy as np
 
-import searchmm.index.vector_index as smindex
 from searchmm.defaults import EXACT_THRESHOLD as DEFAULT_EXACT_THRESHOLD
 from searchmm.index.file import IndexHeader
-from searchmm.index.vector_index import VectorIndex, choose_spec
+from searchmm.index.specs import AUTO, IndexParams, choose_spec
+from searchmm.index.vector_index import VectorIndex
 
 FLAT_SPEC = "IDMap2,Flat"
 RECALL_TARGET = 0.95
@@ -158,17 +158,6 @@ class IndexResult:
 
 
 @contextlib.contextmanager
-def ef_construction(value: int) -> Iterator[None]:
-    """Build with another efConstruction through the engine's own code (a module constant)."""
-    saved = smindex.HNSW_EF_CONSTRUCTION
-    smindex.HNSW_EF_CONSTRUCTION = value
-    try:
-        yield
-    finally:
-        smindex.HNSW_EF_CONSTRUCTION = saved
-
-
-@contextlib.contextmanager
 def omp_threads(count: int) -> Iterator[None]:
     """Search with `count` FAISS OpenMP threads (the engine leaves FAISS at its default)."""
     import faiss
@@ -182,16 +171,27 @@ def omp_threads(count: int) -> Iterator[None]:
 
 
 def build_index(
-    vectors: np.ndarray, spec: str, exact_threshold: int, label: str
+    vectors: np.ndarray,
+    spec: str,
+    exact_threshold: int,
+    label: str,
+    params: IndexParams | None = None,
 ) -> tuple[VectorIndex, IndexResult]:
-    """`VectorIndex.build` timed, with the RSS it added (after) and at its peak (during)."""
+    """`VectorIndex.build` timed, with the RSS it added (after) and at its peak (during);
+    `params` None is the engine's own (`IndexParams()`)."""
     ids = np.arange(len(vectors), dtype=np.int64)
     harness.release_memory()
     before = harness.rss_bytes()
     peak_ok = harness.reset_peak_rss()
     started = time.perf_counter()
     index = VectorIndex.build(
-        vectors.shape[1], ids, vectors, spec, exact_threshold=exact_threshold, use_gpu=False
+        vectors.shape[1],
+        ids,
+        vectors,
+        spec,
+        exact_threshold=exact_threshold,
+        use_gpu=False,
+        params=params,
     )
     build_s = time.perf_counter() - started
     result = IndexResult(label, index.spec, dict(index.search_params), build_s=build_s)
@@ -208,12 +208,6 @@ def file_bytes(index: VectorIndex, scratch: Path) -> int:
     size = path.stat().st_size
     path.unlink()
     return size
-
-
-def set_params(index: VectorIndex, **params: int) -> None:
-    """Change search-time knobs the way the engine applies its defaults (bench-only reach-in)."""
-    index.search_params.update(params)
-    index._apply_params()
 
 
 def recall_at(found: np.ndarray, exact: np.ndarray, k: int) -> float:
@@ -294,7 +288,7 @@ def measure_size(n: int, args: argparse.Namespace, scratch: Path) -> dict[str, A
 
     auto_spec = choose_spec(n, exact_threshold=args.exact_threshold)
     progress(f"n={n:,}: auto-picked {auto_spec}")
-    index, auto = build_index(vectors, smindex.AUTO, args.exact_threshold, "auto (engine pick)")
+    index, auto = build_index(vectors, AUTO, args.exact_threshold, "auto (engine pick)")
     auto.file_bytes = file_bytes(index, scratch)
     time_searches(index, queries, k, single, exact, auto)
     compare(auto, flat)
@@ -336,7 +330,7 @@ def explore(
     def sweep(index: VectorIndex, base: IndexResult, name: str, values: tuple[int, ...]) -> None:
         default = index.search_params.get(name)
         for value in values:
-            set_params(index, **{name: value})
+            index.set_search_params(**{name: value})
             label = f"{base.label}, {name} {value}"
             r = IndexResult(label, base.spec, dict(index.search_params), build_s=base.build_s)
             r.rss_delta_bytes, r.file_bytes = base.rss_delta_bytes, base.file_bytes
@@ -347,7 +341,7 @@ def explore(
             out.append(r)
             progress(f"n={n:,}: {label}: recall {r.recall_batch:.4f}, x{r.single_qps_vs_flat:.1f}")
         if default is not None:
-            set_params(index, **{name: default})
+            index.set_search_params(**{name: default})
 
     if "efSearch" in auto.params:
         sweep(auto_index, auto, "efSearch", EXPLORE_EF_SEARCH)
@@ -380,9 +374,9 @@ def explore(
 
     hnsw = "IDMap2,HNSW32,Flat"
     progress(f"n={n:,}: explore {hnsw} with efConstruction {EXPLORE_EF_CONSTRUCTION}")
-    with ef_construction(EXPLORE_EF_CONSTRUCTION):
-        label = f"HNSW32, efConstruction {EXPLORE_EF_CONSTRUCTION}"
-        index, base = build_index(vectors, hnsw, args.exact_threshold, label)
+    label = f"HNSW32, efConstruction {EXPLORE_EF_CONSTRUCTION}"
+    params = IndexParams(ef_construction=EXPLORE_EF_CONSTRUCTION)
+    index, base = build_index(vectors, hnsw, args.exact_threshold, label, params)
     base.file_bytes = file_bytes(index, scratch)
     sweep(index, base, "efSearch", EXPLORE_ALT_EF_SEARCH)
     del index

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 import subprocess
 import sys
@@ -12,9 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from searchmm import defaults
 from searchmm.errors import IndexFileError, SearchmmError
 from searchmm.index.file import IndexHeader
-from searchmm.index.vector_index import AUTO, VectorIndex, choose_spec
+from searchmm.index.specs import AUTO, IndexParams, choose_spec, family
+from searchmm.index.vector_index import VectorIndex
 
 faiss = pytest.importorskip("faiss")
 
@@ -130,7 +134,7 @@ def test_choose_spec_thresholds() -> None:
         ("IVF16,Flat", {}, "IVF16,Flat", True, 0.9),
         ("IVF16,SQ8", {}, "IVF16,SQ8", True, 0.9),
         ("IVF16,PQ16x4,Refine(Flat)", {}, "IDMap2,IVF16,PQ16x4,Refine(Flat)", False, 0.9),
-        # PQ codes alone are lossy (the notes measured recall 0.38 for IVF,PQ64): only sanity
+        # PQ codes alone are lossy (recall 0.38 was measured for IVF,PQ64): only sanity
         ("IVF16,PQ8", {}, "IVF16,PQ8", True, 0.2),
         ("Flat", {}, "IDMap2,Flat", True, 1.0),
     ],
@@ -162,6 +166,63 @@ def test_search_params_are_set() -> None:
     assert VectorIndex.build(32, ids, x, "IVF8,Flat").search_params == {"nprobe": 8}  # all lists
 
 
+def test_index_params_are_passed_explicitly(tmp_path: Path, data) -> None:
+    x, ids, _, _ = data
+    tuned = IndexParams(ef_search=32, ef_construction=40, refine_k_factor=4)
+    hnsw = VectorIndex.build(32, ids[:600], x[:600], "HNSW32", params=tuned)
+    assert hnsw.search_params == {"efSearch": 32}
+    inner = faiss.downcast_index(faiss.downcast_index(hnsw._cpu).index)
+    assert inner.hnsw.efSearch == 32 and inner.hnsw.efConstruction == 40
+    refine = VectorIndex.build(32, ids, x, "IVF16,PQ16x4,Refine(Flat)", params=tuned)
+    assert refine.search_params == {"k_factor_rf": 4, "nprobe": 16}
+
+    few = IndexParams(nprobe_min=4, nprobe_lists_per_probe=32)
+    assert few.nprobe(256) == 8 and few.nprobe(64) == 4 and few.nprobe(2) == 2
+    ivf = VectorIndex.build(32, ids, x, "IVF16,Flat")
+    assert ivf.search_params == {"nprobe": 16}
+    ivf.save(tmp_path / "i.faiss", header())
+    loaded, _ = VectorIndex.load(tmp_path / "i.faiss", params=few)  # nprobe is set on load
+    assert loaded.search_params == {"nprobe": 4} and loaded._cpu.nprobe == 4
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        few.nprobe_min = 1  # type: ignore[misc]
+
+
+def test_training_sample_is_seeded(data) -> None:
+    x, ids, _, _ = data
+
+    def centroids(params: IndexParams) -> np.ndarray:
+        index = VectorIndex.build(32, ids, x, "IVF4,Flat", params=params)
+        return faiss.extract_index_ivf(index._cpu).quantizer.reconstruct_n(0, 4)
+
+    small = IndexParams(train_sample=100)  # 160 vectors trained on (40 per list) of 2,000
+    np.testing.assert_array_equal(centroids(small), centroids(small))
+    assert not np.array_equal(
+        centroids(small), centroids(IndexParams(train_sample=100, train_seed=9))
+    )
+    assert not np.array_equal(centroids(small), centroids(IndexParams()))  # all 2,000
+
+
+def test_set_search_params(data) -> None:
+    x, ids, q, truth = data
+    ivf = VectorIndex.build(32, ids, x, "IVF16,Flat")
+    ivf.set_search_params(nprobe=16)  # every list: as exact as a flat index
+    assert ivf.search_params == {"nprobe": 16} and ivf._cpu.nprobe == 16
+    np.testing.assert_array_equal(ivf.search(q, 10)[1], truth)
+    ivf.set_search_params(nprobe=1)
+    assert ivf._cpu.nprobe == 1 and recall(ivf.search(q, 10)[1], truth) < 1.0
+    with pytest.raises(ValueError, match="efSearch"):
+        ivf.set_search_params(efSearch=8)
+
+
+def test_defaults_and_families() -> None:
+    for function in (choose_spec, VectorIndex.build):
+        threshold = inspect.signature(function).parameters["exact_threshold"].default
+        assert threshold == defaults.EXACT_THRESHOLD
+    assert family("IDMap2,Flat") == family("Flat") == "Flat"
+    assert family("IDMap2,HNSW32,Flat") == family("HNSW64") == "HNSW"
+    assert family("IVF256,Flat") == family("IVF1024,Flat") == "IVF"
+
+
 def test_ivf_needs_enough_training_vectors() -> None:
     x = normed(np.random.default_rng(4), 10, 16)
     with pytest.raises(SearchmmError, match="smaller nlist"):
@@ -173,7 +234,7 @@ def test_ivf_needs_enough_training_vectors() -> None:
 def test_empty_ivf_trains_on_first_add(data) -> None:
     x, ids, q, truth = data
     index = VectorIndex.empty(32, "IVF16,Flat")
-    assert index.ntotal == 0 and not index._cpu.is_trained
+    assert index.ntotal == 0 and not index.is_trained
     assert (index.search(q, 3)[1] == -1).all()
     index.add(ids, x)
     assert index.ntotal == 2000 and recall(index.search(q, 10)[1], truth) >= 0.9
@@ -361,22 +422,22 @@ def test_gpu_mirroring_logic(tmp_path: Path, monkeypatch, data) -> None:
     calls = fake_gpu(monkeypatch)
     index = VectorIndex.build(32, ids[:1500], x[:1500])
     assert calls == {"to_gpu": 1, "to_cpu": 0} and index.ntotal == 1500  # bulk add went to GPU
-    assert index._cpu.ntotal == 0 and index._cpu_stale
+    assert index._cpu.ntotal == 0 and index._mirror.ahead
     index.add(ids[1500:], x[1500:])  # the mirror exists: adds go there
     assert index.ntotal == 2000 and index._cpu.ntotal == 0
     gpu_result = index.search(q, 10)
 
     index.save(tmp_path / "i.faiss", header())  # saving brings the CPU copy up to date
-    assert calls["to_cpu"] == 1 and index._cpu.ntotal == 2000 and not index._cpu_stale
+    assert calls["to_cpu"] == 1 and index._cpu.ntotal == 2000 and not index._mirror.ahead
     cpu_only, _ = VectorIndex.load(tmp_path / "i.faiss", use_gpu=False)
     for a, b in zip(gpu_result, cpu_only.search(q, 10), strict=True):
         np.testing.assert_array_equal(a, b)
 
-    assert index.remove(ids[:10]) and index._gpu is None  # re-mirrored lazily
+    assert index.remove(ids[:10]) and index._mirror.index is None  # re-mirrored lazily
     assert not np.isin(index.search(q, 10)[1], ids[:10]).any() and calls["to_gpu"] == 2
 
     hnsw = VectorIndex.build(32, ids, x, "HNSW32")  # cannot go to a GPU: stays on the CPU
-    assert hnsw._gpu is None and hnsw._gpu_failed and hnsw.ntotal == 2000
+    assert hnsw._mirror.index is None and hnsw._mirror.unsupported and hnsw.ntotal == 2000
     assert hnsw.search(q, 3)[1].shape == (100, 3)
 
 
@@ -396,7 +457,7 @@ def test_gpu_search_matches_cpu(data, spec: str) -> None:
     x, ids, q, _ = data
     gpu = VectorIndex.build(32, ids, x, spec, use_gpu=True)
     cpu = VectorIndex.build(32, ids, x, spec, use_gpu=False)
-    assert gpu._gpu is not None
+    assert gpu._mirror.index is not None
     (gs, gi), (cs, ci) = gpu.search(q, 10), cpu.search(q, 10)
     assert recall(gi, ci) >= 0.99
     np.testing.assert_allclose(np.sort(gs, axis=1), np.sort(cs, axis=1), atol=1e-4)

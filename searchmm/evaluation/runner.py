@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from searchmm.atomicfile import write_bytes_atomic
 from searchmm.defaults import BATCH_SIZE as DEFAULT_BATCH_SIZE
 from searchmm.engine.engine import Engine
 from searchmm.errors import SearchmmError
@@ -87,14 +87,7 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     if path.exists() and path.read_bytes() == data:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data)
     return True
 
 

@@ -8,7 +8,6 @@ anything else is trusted, so a truncated file is detected rather than half read.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -16,13 +15,14 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from searchmm.atomicfile import atomic_write
 from searchmm.errors import IndexFileError
 from searchmm.index.faisslib import faiss_reason, load_faiss
+from searchmm.vocabulary import KINDS
 
 MAGIC = b"SEARCHMM-FAISS\n"
 TRAILER = b"SMMEND\x00\x00"
 FORMAT = 1
-KINDS = ("image", "text")
 
 
 @dataclass
@@ -39,39 +39,22 @@ class IndexHeader:
     def __post_init__(self) -> None:
         ints = (self.dim, self.seq, self.count, self.format)
         if self.kind not in KINDS or not isinstance(self.spec, str):
-            raise ValueError(f"bad header: kind {self.kind!r} (one of {KINDS}), spec {self.spec!r}")
+            kinds = ", ".join(KINDS)
+            raise ValueError(f"bad header: kind {self.kind!r} (one of {kinds}), spec {self.spec!r}")
         if not all(type(v) is int and v >= 0 for v in ints):
             raise ValueError(f"bad header: dim/seq/count/format must be ints >= 0, got {ints}")
 
 
 def write_index_file(path: str | os.PathLike[str], index: Any, header: IndexHeader) -> None:
-    """Write to a temporary file, fsync, rename into place: readers see the old or the new file.
-
-    FAISS streams straight into the file (no second in-memory copy of a large index).
-    """
+    """Write atomically (readers see the old or the new file); FAISS streams straight into
+    the file, so a large index is never held twice in memory."""
     faiss = load_faiss()
-    path = os.fspath(path)
     header = dataclasses.replace(header, format=FORMAT)
     payload = json.dumps(dataclasses.asdict(header), sort_keys=True).encode("utf-8")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(MAGIC + struct.pack("<I", len(payload)) + payload)
-            faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
-            f.write(TRAILER)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable (not possible on Windows)
-        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    with atomic_write(path) as f:
+        f.write(MAGIC + struct.pack("<I", len(payload)) + payload)
+        faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
+        f.write(TRAILER)
 
 
 def read_index_file(path: str | os.PathLike[str]) -> tuple[Any, IndexHeader]:
@@ -109,7 +92,7 @@ def _read(f: Any) -> tuple[Any, IndexHeader]:
 
     def read(n: int) -> bytes:  # FAISS must never read into the end marker
         nonlocal remaining
-        chunk = f.read(min(n, remaining))
+        chunk: bytes = f.read(min(n, remaining))
         remaining -= len(chunk)
         return chunk
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from searchmm.atomicfile import leftover_temps
 from searchmm.errors import IndexFileError, SearchmmError
 from searchmm.index.file import IndexHeader
-from searchmm.index.vector_index import AUTO, VectorIndex, choose_spec
+from searchmm.index.specs import AUTO, choose_spec, family
+from searchmm.index.vector_index import VectorIndex
 from searchmm.store.store import Store
 
 log = logging.getLogger("searchmm")
@@ -20,13 +22,6 @@ log = logging.getLogger("searchmm")
 
 def index_path(index_dir: Path, kind: str) -> Path:
     return index_dir / f"{kind}s.faiss"
-
-
-def _family(spec: str) -> str:
-    """Flat, HNSW or IVF...: auto-chosen indexes are rebuilt only when the family changes."""
-    parts = [p for p in spec.split(",") if not p.startswith("IDMap")]
-    head = parts[0] if parts else spec
-    return "".join(ch for ch in head if not ch.isdigit())
 
 
 class IndexSet:
@@ -88,8 +83,8 @@ class IndexSet:
         """Write the index atomically with the seq it reflects, then forget older changes."""
         index, seq = self._open[kind], self._seq[kind]
         path = index_path(self.index_dir, kind)
-        for orphan in path.parent.glob(f"{path.name}.tmp-*"):  # a saver holds the write lock:
-            orphan.unlink(missing_ok=True)  # these were left by a writer killed mid-save
+        for orphan in leftover_temps(path):  # a saver holds the write lock: these were
+            orphan.unlink(missing_ok=True)  # left by a writer killed mid-save
         header = IndexHeader(kind=kind, dim=self.dim, spec=index.spec, seq=seq, count=index.ntotal)
         index.save(path, header)
         if self._saved_seq.get(kind, None) is None:
@@ -147,7 +142,7 @@ class IndexSet:
                 delta.count,
             )
             return self.rebuild(kind, persist=False)
-        if _family(wanted) != _family(index.spec):
+        if family(wanted) != family(index.spec):
             log.info("%d %s vectors: switching the index to %s", delta.count, kind, wanted)
             return self.rebuild(kind, persist=False)
         return index

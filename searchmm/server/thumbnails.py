@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
+from searchmm.atomicfile import write_bytes_atomic
 from searchmm.sources.files import file_digest
 from searchmm.sources.images import ImageDecodeError, load_image
 from searchmm.store.store import Item
@@ -89,15 +89,7 @@ class ThumbnailCache:
 
     def _store(self, target: Path, data: bytes) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".jpg")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)  # readers see the whole file or none
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_bytes_atomic(target, data)  # readers see the whole file or none
 
     def _drop_stale(self, item_id: int, size: int, keep: Path) -> None:
         """Thumbnails of an earlier version of the same file are never asked for again."""
