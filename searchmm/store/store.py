@@ -8,14 +8,12 @@ behind is caught up on open without re-reading the whole store. Reads live here,
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import String, cast, func, select, text
-from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
 from searchmm.store.database import DB_FILENAME as DB_FILENAME
@@ -37,10 +35,7 @@ class Store(StoreWrites):
     def __init__(self, index_dir: Path, *, create: bool) -> None:
         super().__init__(index_dir, create=create)
         try:
-            prepare(self)
-        except (DatabaseError, sqlite3.DatabaseError) as exc:
-            self.close()
-            raise self.unusable(exc) from exc
+            prepare(self)  # database errors come out of it as a `StoreError` naming the file
         except BaseException:
             self.close()
             raise
