@@ -214,7 +214,7 @@ def main() -> None:
             "model record, scan, content digests, DataLoader worker start, decode + preprocess "
             "in --workers processes, encode, SQLite commit per batch, FAISS index build and "
             "save. Headline figure.",
-            "engine summary elapsed_s: the ingest's own clock (Ingestor.run): scan, digests, "
+            "engine summary elapsed_s: the ingest's own clock (Pipeline.run): scan, digests, "
             "decode, encode and commits; it leaves out the lock, the model record and the "
             "index save.",
             "CLI wall: `searchmm ingest ... --json` as a fresh process: interpreter start, "

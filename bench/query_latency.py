@@ -26,7 +26,8 @@ import numpy as np
 
 from searchmm import Engine, ModelSpec
 from searchmm.settings import resolve_device
-from searchmm.store.store import IMAGE, Store
+from searchmm.store.store import Store
+from searchmm.vocabulary import Kind
 
 WARM_TARGET = 1.2
 COLD_TARGET = 1.5
@@ -69,7 +70,7 @@ def raw_index(index_dir: Path, dim: int) -> Any:
 
     store = Store(index_dir, create=False)
     try:
-        _, _, vectors = store.snapshot(IMAGE, dim)
+        _, _, vectors = store.snapshot(Kind.IMAGE, dim)
     finally:
         store.close()
     index = faiss.IndexFlatIP(dim)

@@ -40,9 +40,9 @@ import numpy as np
 
 from searchmm import Engine, ModelSpec
 from searchmm.defaults import BATCH_SIZE as DEFAULT_BATCH_SIZE
-from searchmm.ingest.images import IngestSummary
+from searchmm.ingest.summary import IngestSummary
 from searchmm.settings import default_workers, resolve_device
-from searchmm.store.store import DB_FILENAME
+from searchmm.store.database import DB_FILENAME
 
 FLATNESS_TARGET = 1.2
 INCREMENTAL_TARGET = 1.5

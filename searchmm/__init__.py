@@ -26,7 +26,7 @@ if TYPE_CHECKING:
         SourceError,
         StoreError,
     )
-    from searchmm.ingest.images import Failure, IngestSummary
+    from searchmm.ingest.summary import Failure, IngestSummary
     from searchmm.model.spec import ModelSpec
     from searchmm.search.filters import Filters
     from searchmm.search.ranking import Hit
@@ -37,8 +37,8 @@ __version__ = "0.1.0"
 _WHERE = {
     "Engine": "searchmm.engine.engine",
     "Stats": "searchmm.engine.engine",
-    "Failure": "searchmm.ingest.images",
-    "IngestSummary": "searchmm.ingest.images",
+    "Failure": "searchmm.ingest.summary",
+    "IngestSummary": "searchmm.ingest.summary",
     "ModelSpec": "searchmm.model.spec",
     "Filters": "searchmm.search.filters",
     "Hit": "searchmm.search.ranking",

@@ -10,6 +10,7 @@ with Engine("./indexes") as engine:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -28,16 +29,20 @@ from searchmm.errors import ModelMismatchError, SearchmmError
 from searchmm.index.faisslib import preload_in_background
 from searchmm.index.sync import IndexSet, index_path
 from searchmm.index.vector_index import VectorIndex
-from searchmm.ingest.images import IngestOptions, Ingestor, IngestSummary
+from searchmm.ingest.pipeline import Pipeline
+from searchmm.ingest.summary import IngestOptions, IngestSummary
 from searchmm.model.encoder import Encoder
 from searchmm.model.loading import load_encoder
 from searchmm.model.spec import ModelSpec
 from searchmm.search.dupes import duplicate_groups
-from searchmm.search.filters import Filters, allowed_ids
+from searchmm.search.filters import Filters
 from searchmm.search.ranking import Hit, Page, image_vector, search_index, target_kind, text_vector
 from searchmm.search.terms import Term, combine
 from searchmm.settings import resolve_index_dir
-from searchmm.store.store import DB_FILENAME, KINDS, ModelRecord, Store
+from searchmm.store.database import DB_FILENAME
+from searchmm.store.records import StoredModel
+from searchmm.store.store import Store
+from searchmm.vocabulary import KINDS, Kind
 
 
 @dataclass
@@ -58,7 +63,7 @@ class Stats:
         }
 
 
-def _spec_from_record(record: ModelRecord) -> ModelSpec:
+def _spec_from_record(record: StoredModel) -> ModelSpec:
     return ModelSpec(
         name=record.name,
         pretrained=record.pretrained,
@@ -196,7 +201,7 @@ class Engine:
             _ = self.encoder  # weights that cannot be had leave no empty store behind
         with self.writing(wait) as store:
             self._record_model(store)
-            summary = Ingestor(store, lambda: self.encoder, options, stop).run(paths)
+            summary = Pipeline(store, lambda: self.encoder, options, stop).run(paths)
             self._sync_indexes()
         return summary
 
@@ -208,7 +213,7 @@ class Engine:
             import torch
 
             store.set_model(
-                ModelRecord(
+                StoredModel(
                     id=1,
                     name=spec.name,
                     pretrained=spec.pretrained,
@@ -220,8 +225,8 @@ class Engine:
                 )
             )
         elif spec.pretrained != record.pretrained:
-            record.pretrained = spec.pretrained  # the checkpoint moved: remember where
-            store.set_model(record)
+            # the checkpoint moved: remember where
+            store.set_model(dataclasses.replace(record, pretrained=spec.pretrained))
 
     def _sync_indexes(self) -> None:
         with self._lock:
@@ -231,10 +236,8 @@ class Engine:
 
     def remove(self, paths: Sequence[str | os.PathLike[str]], *, wait: float = 0.0) -> int:
         """Forget every item stored under the given paths (files or folders); returns how many."""
-        from searchmm.ingest.images import remove_under
-
         with self.writing(wait) as store:
-            removed = remove_under(store, [os.path.abspath(os.fspath(p)) for p in paths])
+            removed = store.remove_under([os.path.abspath(os.fspath(p)) for p in paths])
             if store.get_model() is not None:
                 self._sync_indexes()
         return removed
@@ -286,7 +289,7 @@ class Engine:
         store = self._store_or_fail()
         allowed = None
         if filters is not None and filters.active:
-            allowed = allowed_ids(store, kind, filters)
+            allowed = store.allowed_ids(kind, filters)
         vector = make_vector()
         with self._lock:
             return search_index(store, self._reader_index(kind), vector, page, allowed=allowed)
@@ -348,7 +351,7 @@ class Engine:
             raise SearchmmError(f"no index at {self.index_dir}: run `searchmm ingest PATH` first")
         return self._open_store(create=False)
 
-    def _searchable(self, target: str, *, load_model: bool = True) -> str:
+    def _searchable(self, target: str, *, load_model: bool = True) -> Kind:
         """The kind a target searches, checked non-empty before any model is loaded."""
         kind = target_kind(target)
         if not self._store_or_fail().has_items(kind):
@@ -358,7 +361,7 @@ class Engine:
             _ = self.encoder
         return kind
 
-    def _reader_index(self, kind: str) -> VectorIndex:
+    def _reader_index(self, kind: Kind) -> VectorIndex:
         """Readers catch a stale index up in memory, and save it only if no writer is busy.
         Call with `_lock` held, and search the index before releasing it."""
         indexes = self._index_set()

@@ -29,7 +29,8 @@ from searchmm.engine.engine import Engine
 from searchmm.errors import SearchmmError
 from searchmm.model.spec import ModelSpec
 from searchmm.settings import resolve_index_dir
-from searchmm.store.store import DB_FILENAME, IMAGE, OK, TEXT
+from searchmm.store.database import DB_FILENAME
+from searchmm.vocabulary import Kind, Status
 
 from .datasets import RetrievalDataset
 from .metrics import DEFAULT_KS, normalise_ks, recall_from_hits, retrieval_metrics
@@ -232,7 +233,9 @@ def _needs_encoding(engine: Engine, paths: list[str], captions_file: Path, doc: 
         return True
     if not captions_file.exists() or captions_file.read_bytes() != doc:
         return True
-    stored = {item.path for item in engine.store.items_of_kind(IMAGE) if item.status == OK}
+    stored = {
+        item.path for item in engine.store.items_of_kind(Kind.IMAGE) if item.status == Status.OK
+    }
     return not stored.issuperset(paths)
 
 
@@ -256,7 +259,9 @@ def _rows_of(ids: np.ndarray, wanted: list[int], what: str) -> np.ndarray:
 
 def _stored_images(engine: Engine, paths: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
     """(item ids, vectors) in dataset row order, and how many images the store holds."""
-    by_path = {i.path: i.id for i in engine.store.items_of_kind(IMAGE) if i.status == OK}
+    by_path = {
+        i.path: i.id for i in engine.store.items_of_kind(Kind.IMAGE) if i.status == Status.OK
+    }
     absent = [p for p in paths if p not in by_path]
     if absent:
         raise SearchmmError(f"{len(absent)} images were not stored, e.g. {absent[0]}")
@@ -271,8 +276,8 @@ def _stored_captions(
     """(item ids, vectors) in caption row order: each item's `annotation_id` is its row."""
     source = os.path.abspath(captions_file)
     wanted = np.full(n_captions, -1, dtype=np.int64)
-    for item in engine.store.items_of_kind(TEXT):
-        if item.path == source and item.status == OK:
+    for item in engine.store.items_of_kind(Kind.TEXT):
+        if item.path == source and item.status == Status.OK:
             row = int((item.meta or {}).get("annotation_id", -1))
             if 0 <= row < n_captions:
                 wanted[row] = item.id

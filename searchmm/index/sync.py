@@ -16,6 +16,7 @@ from searchmm.index.file import IndexHeader
 from searchmm.index.specs import AUTO, choose_spec, family
 from searchmm.index.vector_index import VectorIndex
 from searchmm.store.store import Store
+from searchmm.vocabulary import Kind
 
 log = logging.getLogger("searchmm")
 
@@ -54,7 +55,7 @@ class IndexSet:
     def rebuild(self, kind: str, spec: str | None = None, *, persist: bool = True) -> VectorIndex:
         """Build from every stored vector; a given spec is remembered for later rebuilds."""
         wanted = spec if spec is not None else self.requested_spec(kind)
-        seq, ids, vectors = self.store.snapshot(kind, self.dim)
+        seq, ids, vectors = self.store.snapshot(Kind(kind), self.dim)
         try:
             index = VectorIndex.build(
                 self.dim, ids, vectors, wanted, exact_threshold=self.exact_threshold
@@ -90,7 +91,7 @@ class IndexSet:
         if self._saved_seq.get(kind, None) is None:
             self.store.set_meta(f"index_saved.{kind}", "1")
         self._saved_seq[kind] = seq
-        self.store.prune_changes(kind, seq)
+        self.store.prune_changes(Kind(kind), seq)
 
     def _load(self, kind: str) -> VectorIndex:
         path = index_path(self.index_dir, kind)
@@ -114,12 +115,12 @@ class IndexSet:
         if kind in self._verified and self.store.change_seq() == self._seq[kind]:
             return index  # the per-query path: one cheap read when nothing changed
         self._verified.add(kind)
-        delta = self.store.delta(kind, self._seq[kind], self.dim)
+        delta = self.store.delta(Kind(kind), self._seq[kind], self.dim)
         if not delta.complete:
             # Another process saved a newer file and pruned the changes this copy needs: start
             # again from that file (replaying the rest would silently miss adds and removals).
             index = self._load(kind)
-            delta = self.store.delta(kind, self._seq[kind], self.dim)
+            delta = self.store.delta(Kind(kind), self._seq[kind], self.dim)
             if not delta.complete:
                 log.info("%s is older than the store's change log: rebuilding it", kind)
                 return self.rebuild(kind, persist=False)

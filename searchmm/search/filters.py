@@ -1,4 +1,5 @@
-"""Search filters: which stored items a query may return, decided in SQL before ranking.
+"""Search filters: which stored items a query may return, decided in SQL (`Store.allowed_ids`)
+before ranking.
 
 Filtering before ranking (rather than after a top-k) keeps results correct with any index type:
 the caller ranks only among the allowed ids, so k results come back whenever k items match.
@@ -9,11 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-import numpy as np
-from sqlalchemy import String, cast, func, select
-
 from searchmm.errors import SearchmmError
-from searchmm.store.store import OK, Item, Store
 
 
 @dataclass(frozen=True)
@@ -57,27 +54,3 @@ def parse_date(spec: str) -> dt.datetime:
     except ValueError:
         raise SearchmmError(f"{spec!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
     return moment if moment.tzinfo else moment.astimezone()
-
-
-def _ns(moment: dt.datetime) -> int:
-    return int(moment.timestamp() * 1_000_000_000)
-
-
-def allowed_ids(store: Store, kind: str, filters: Filters) -> np.ndarray:
-    """Ids of the searchable items of a kind that pass every filter, ascending."""
-    query = select(Item.id).where(Item.kind == kind, Item.status == OK)
-    if filters.path_glob:
-        query = query.where(Item.path.op("GLOB")(filters.path_glob))
-    if filters.modified_after:
-        query = query.where(Item.file_mtime_ns > _ns(filters.modified_after))
-    if filters.modified_before:
-        query = query.where(Item.file_mtime_ns < _ns(filters.modified_before))
-    if filters.min_width:
-        query = query.where(Item.width >= filters.min_width)
-    if filters.min_height:
-        query = query.where(Item.height >= filters.min_height)
-    for key, value in filters.where:
-        path = '$."' + key.replace('"', '""') + '"'
-        query = query.where(cast(func.json_extract(Item.meta, path), String) == value)
-    with store.session() as s:
-        return np.fromiter(s.scalars(query.order_by(Item.id)), dtype=np.int64)

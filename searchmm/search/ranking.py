@@ -11,9 +11,11 @@ import numpy as np
 from searchmm.errors import SearchmmError
 from searchmm.index.vector_index import VectorIndex
 from searchmm.model.encoder import Encoder
-from searchmm.store.store import IMAGE, TEXT, Item, Store, item_json
+from searchmm.store.records import Item
+from searchmm.store.store import Store
+from searchmm.vocabulary import Kind
 
-TARGETS = {"images": IMAGE, "texts": TEXT, IMAGE: IMAGE, TEXT: TEXT}
+TARGETS = {"images": Kind.IMAGE, "texts": Kind.TEXT, Kind.IMAGE: Kind.IMAGE, Kind.TEXT: Kind.TEXT}
 
 
 @dataclass
@@ -33,10 +35,10 @@ class Hit:
         return self.item.text
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "score": round(self.score, 6), **item_json(self.item)}
+        return {"rank": self.rank, "score": round(self.score, 6), **self.item.to_json()}
 
 
-def target_kind(target: str) -> str:
+def target_kind(target: str) -> Kind:
     try:
         return TARGETS[target]
     except KeyError:

@@ -12,7 +12,8 @@ from fastapi import HTTPException
 from searchmm.engine.engine import Engine
 from searchmm.errors import SearchmmError
 from searchmm.search.ranking import Hit
-from searchmm.store.store import IMAGE, OK, Item, item_json
+from searchmm.store.records import Item
+from searchmm.vocabulary import Kind, Status
 
 from . import DEFAULT_MAX_UPLOAD_BYTES
 from .thumbnails import ThumbnailCache
@@ -53,10 +54,10 @@ class ServerContext:
         blank = Image.new("RGB", (encoder.image_size, encoder.image_size), (128, 128, 128))
         encoder.encode_images(encoder.preprocess(blank).unsqueeze(0))
         for target, kind in (("images", "image"), ("texts", "text")):
-            if stats.items.get(kind, {}).get(OK):
+            if stats.items.get(kind, {}).get(Status.OK):
                 self.engine.search_text(WARM_UP_TEXT, target=target, k=1)
         self.ready = True
-        counts = ", ".join(f"{c.get(OK, 0)} {kind}s" for kind, c in stats.items.items())
+        counts = ", ".join(f"{c.get(Status.OK, 0)} {kind}s" for kind, c in stats.items.items())
         log.info(
             "model %s loaded and warm in %.1f s; %s",
             stats.model["name"],
@@ -67,20 +68,20 @@ class ServerContext:
     def item(self, item_id: int) -> Item:
         """A searchable stored item, or 404: ids come from the request, paths never do."""
         item = self.engine.store.items_by_id([item_id]).get(item_id)
-        if item is None or item.status != OK:
+        if item is None or item.status != Status.OK:
             raise HTTPException(404, f"no item {item_id}")
         return item
 
     def image_item(self, item_id: int) -> Item:
         item = self.item(item_id)
-        if item.kind != IMAGE:
+        if item.kind != Kind.IMAGE:
             raise HTTPException(404, f"item {item_id} is a {item.kind}, not an image")
         return item
 
 
 def item_urls(item: Item) -> dict[str, str]:
     """The URLs the page loads an image item's pictures from (none for texts)."""
-    if item.kind != IMAGE:
+    if item.kind != Kind.IMAGE:
         return {}
     return {
         "thumbnail_url": f"/api/items/{item.id}/thumbnail?size={DEFAULT_THUMBNAIL_SIZE}",
@@ -89,7 +90,7 @@ def item_urls(item: Item) -> dict[str, str]:
 
 
 def item_out(item: Item) -> dict[str, Any]:
-    return {**item_json(item), **item_urls(item)}
+    return {**item.to_json(), **item_urls(item)}
 
 
 def hit_out(hit: Hit) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from searchmm.defaults import K as DEFAULT_K
 from searchmm.engine.engine import Engine
 from searchmm.errors import SearchmmError
 from searchmm.search.ranking import Hit
-from searchmm.store.store import OK
+from searchmm.vocabulary import Status
 
 from .context import ServerContext, hit_out, item_out
 from .schemas import ERROR_RESPONSES, UPLOAD_RESPONSES, HealthOut, ItemOut, SearchOut
@@ -184,7 +184,7 @@ def api_router(ctx: ServerContext) -> APIRouter:
     def health() -> dict[str, Any]:
         try:
             stats = engine.stats()
-            counts = {kind: c.get(OK, 0) for kind, c in stats.items.items()}
+            counts = {kind: c.get(Status.OK, 0) for kind, c in stats.items.items()}
             model, indexed = (stats.model or {}).get("name"), True
         except SearchmmError:  # no store yet, or one that cannot be read: still alive
             counts, model, indexed = {}, None, False

@@ -17,7 +17,7 @@ from PIL import Image
 from searchmm.atomicfile import write_bytes_atomic
 from searchmm.sources.files import file_digest
 from searchmm.sources.images import ImageDecodeError, load_image
-from searchmm.store.store import Item
+from searchmm.store.records import Item
 
 THUMBNAIL_DIRNAME = "thumbnails"
 JPEG_QUALITY = 85

@@ -1,6 +1,9 @@
-"""The SQLite tables: items, their embeddings, the one model, meta facts and the change log.
+"""The SQLite tables: items, their embeddings, the one model, meta facts, the change log and
+the schema history.
 
-Column types and table shapes only; `store` opens the database and answers queries over them.
+Private to the store package: the rest of searchmm sees the frozen records of `records`.
+Column types and table shapes only, at the latest schema version (`migrations` upgrades older
+files to the same shapes).
 """
 
 from __future__ import annotations
@@ -21,12 +24,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-IMAGE = "image"
-TEXT = "text"
-KINDS = (IMAGE, TEXT)
-OK = "ok"
-FAILED = "failed"
-ADD, UPDATE, REMOVE = "add", "update", "remove"
+from searchmm.store.records import Item, StoredModel
+from searchmm.vocabulary import Kind, Status
+
 _FS_BYTES_PREFIX = "fsbytes:"  # an absolute path never starts with this
 
 
@@ -55,7 +55,7 @@ class Base(DeclarativeBase):
     pass
 
 
-class MetaEntry(Base):
+class MetaRow(Base):
     """Key/value facts about the store: schema version, chosen index spec per kind."""
 
     __tablename__ = "meta"
@@ -63,7 +63,7 @@ class MetaEntry(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-class ModelRecord(Base):
+class ModelRow(Base):
     """The one model whose vectors this store holds."""
 
     __tablename__ = "model"
@@ -76,8 +76,33 @@ class ModelRecord(Base):
     dim: Mapped[int] = mapped_column(Integer)
     software: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
+    def record(self) -> StoredModel:
+        return StoredModel(
+            self.id,
+            self.name,
+            self.pretrained,
+            self.config_json,
+            self.checkpoint_digest,
+            self.seed,
+            self.dim,
+            dict(self.software or {}),
+        )
 
-class Item(Base):
+    @classmethod
+    def of(cls, model: StoredModel) -> ModelRow:
+        return cls(
+            id=model.id,
+            name=model.name,
+            pretrained=model.pretrained,
+            config_json=model.config_json,
+            checkpoint_digest=model.checkpoint_digest,
+            seed=model.seed,
+            dim=model.dim,
+            software=dict(model.software),
+        )
+
+
+class ItemRow(Base):
     """An image file, or one text record of a text collection file."""
 
     __tablename__ = "items"
@@ -85,6 +110,7 @@ class Item(Base):
         UniqueConstraint("kind", "path", "locator"),
         Index("ix_items_content", "kind", "content_digest"),
         Index("ix_items_file", "kind", "file_digest"),
+        Index("ix_items_kind_status", "kind", "status"),
         {"sqlite_autoincrement": True},  # ids are FAISS ids: never reuse one
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -98,12 +124,30 @@ class Item(Base):
     file_mtime_ns: Mapped[int] = mapped_column(Integer)
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String, default=OK)
+    status: Mapped[str] = mapped_column(String, default=Status.OK.value)
     error: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
 
+    def record(self) -> Item:
+        return Item(
+            id=self.id,
+            kind=Kind(self.kind),
+            path=self.path,
+            locator=self.locator,
+            text=self.text,
+            content_digest=self.content_digest,
+            file_digest=self.file_digest,
+            file_size=self.file_size,
+            file_mtime_ns=self.file_mtime_ns,
+            width=self.width,
+            height=self.height,
+            status=Status(self.status),
+            error=self.error,
+            meta=self.meta,
+        )
 
-class Embedding(Base):
+
+class EmbeddingRow(Base):
     """An item's vector as a float32 blob, so indexes rebuild without re-encoding."""
 
     __tablename__ = "embeddings"
@@ -113,7 +157,7 @@ class Embedding(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class Change(Base):
+class ChangeRow(Base):
     """One embedding added, replaced or removed; indexes replay these to catch up."""
 
     __tablename__ = "changes"
@@ -122,3 +166,12 @@ class Change(Base):
     kind: Mapped[str] = mapped_column(String)
     item_id: Mapped[int] = mapped_column(Integer)
     op: Mapped[str] = mapped_column(String)
+
+
+class SchemaHistoryRow(Base):
+    """When each schema version was reached, and by which searchmm (for support and audits)."""
+
+    __tablename__ = "schema_history"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    applied_at: Mapped[str] = mapped_column(Text)
+    searchmm_version: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,99 @@
+"""The SQLite connection: WAL mode, one snapshot per read transaction, errors that name the file."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.engine.interfaces import DBAPICursor
+from sqlalchemy.exc import DatabaseError, IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from searchmm.errors import StoreError
+
+DB_FILENAME = "searchmm.db"
+CHUNK = 900  # ids per IN (...): below SQLite's bound-parameter limit
+
+
+def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    # Let SQLAlchemy, not pysqlite, decide where transactions begin (see _on_begin).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, and vice versa
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint, safe in WAL mode
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _on_begin(connection: Any) -> None:
+    # pysqlite never emits BEGIN before a SELECT; without it, reads in one session are not one
+    # snapshot (SQLAlchemy's documented recipe for SQLite transactions).
+    connection.exec_driver_sql("BEGIN")
+
+
+class Database:
+    """`<index dir>/searchmm.db`, opened with the pragmas and transaction rules searchmm needs."""
+
+    def __init__(self, index_dir: Path, *, create: bool) -> None:
+        self.path = index_dir / DB_FILENAME
+        if not self.path.exists() and not create:
+            raise StoreError(f"no index at {index_dir}: run `searchmm ingest PATH` first")
+        index_dir.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(f"sqlite:///{self.path}")
+        event.listen(self.engine, "connect", _on_connect)
+        event.listen(self.engine, "begin", _on_begin)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session (one per call: safe across threads) whose database errors become one
+        `StoreError` naming the file and what to do, never a traceback or an empty result."""
+        try:
+            with self._sessions() as s:
+                yield s
+        except DatabaseError as exc:
+            if isinstance(exc, IntegrityError):
+                raise  # a broken invariant of ours, not a damaged file
+            raise self.unusable(exc) from exc
+
+    @contextlib.contextmanager
+    def immediate(self) -> Iterator[DBAPICursor]:
+        """One write transaction taken with `BEGIN IMMEDIATE` (so that two writers never both
+        read an old state and then act on it), committed at the end, rolled back on any error."""
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+        finally:
+            raw.close()
+
+    def unusable(self, exc: BaseException) -> StoreError:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        if "locked" in detail or "busy" in detail:
+            return StoreError(f"{self.path} is locked by another process ({detail}); try again")
+        if "malformed" in detail or "not a database" in detail:
+            return StoreError(
+                f"{self.path} is damaged ({detail}): restore it from a backup, or move it aside "
+                "(with any -wal and -shm files) and ingest again to rebuild it"
+            )
+        return StoreError(f"cannot use {self.path} ({detail}): check the disk and permissions")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

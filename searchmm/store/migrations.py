@@ -1,0 +1,116 @@
+"""Numbered schema migrations: an older store is upgraded in place, in one transaction.
+
+Each migration is the SQL that takes a store from the version before it to its own number.
+A new store is created at the latest version directly, from the table definitions in `schema`
+(which must describe what the migrations produce). A store newer than this code is refused
+untouched: it may hold what this code would misread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+
+from sqlalchemy.exc import DatabaseError
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from searchmm.errors import StoreError
+from searchmm.store.database import Database
+from searchmm.store.schema import Base
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2: record when each version was reached; searches and counts select items by kind+status.
+    2: (
+        "CREATE TABLE schema_history (\n\tversion INTEGER NOT NULL, \n\tapplied_at TEXT NOT NULL,"
+        " \n\tsearchmm_version TEXT NOT NULL, \n\tPRIMARY KEY (version)\n)",
+        "CREATE INDEX ix_items_kind_status ON items (kind, status)",
+    ),
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+_VERSION_SQL = "SELECT value FROM meta WHERE key = 'schema_version'"
+_HAS_META_SQL = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+
+
+def prepare(db: Database) -> None:
+    """Bring the store at `db` to `SCHEMA_VERSION` (creating it if empty), or refuse it."""
+    try:
+        with db.session() as s:
+            has_meta = s.connection().exec_driver_sql(_HAS_META_SQL).scalar() is not None
+            found = s.connection().exec_driver_sql(_VERSION_SQL).scalar() if has_meta else None
+        version = int(found) if found is not None else 0
+        if version == SCHEMA_VERSION:
+            return
+        _refuse_newer(db, version)
+        _upgrade(db)
+    except (DatabaseError, sqlite3.DatabaseError) as exc:
+        raise db.unusable(exc) from exc
+
+
+def _refuse_newer(db: Database, version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{db.path} has schema version {version}, newer than this searchmm knows "
+            f"(version {SCHEMA_VERSION}): upgrade searchmm to use it; the file was not changed"
+        )
+
+
+def _upgrade(db: Database) -> None:
+    """Every step in one `BEGIN IMMEDIATE` transaction: another process that opens the store at
+    the same time waits, then finds it upgraded; a failed step leaves the old file as it was."""
+    from searchmm import __version__
+
+    with db.immediate() as cursor:
+        cursor.execute(_HAS_META_SQL)
+        if cursor.fetchone() is None:
+            version = 0
+        else:
+            cursor.execute(_VERSION_SQL)
+            row = cursor.fetchone()
+            version = int(row[0]) if row else 0
+        if version == SCHEMA_VERSION:
+            return  # upgraded (or created) by someone else while we waited
+        _refuse_newer(db, version)
+        steps = _create_latest(db) if version == 0 else _steps_from(version)
+        for number, statement in steps:
+            try:
+                cursor.execute(statement)
+            except sqlite3.Error as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise
+                raise StoreError(
+                    f"cannot upgrade {db.path} from schema version {version} to {number} "
+                    f"({exc}); nothing was changed: the file still works with the searchmm "
+                    "that wrote it"
+                ) from exc
+        cursor.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+        cursor.execute(
+            "INSERT OR REPLACE INTO schema_history (version, applied_at, searchmm_version) "
+            "VALUES (?, ?, ?)",
+            (SCHEMA_VERSION, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), __version__),
+        )
+
+
+def _steps_from(version: int) -> list[tuple[int, str]]:
+    return [
+        (number, statement)
+        for number in range(version + 1, SCHEMA_VERSION + 1)
+        for statement in MIGRATIONS[number]
+    ]
+
+
+def _create_latest(db: Database) -> list[tuple[int, str]]:
+    dialect = db.engine.dialect
+    statements = [
+        str(CreateTable(table, if_not_exists=True).compile(dialect=dialect))
+        for table in Base.metadata.sorted_tables
+    ]
+    statements += [
+        str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
+        for table in Base.metadata.sorted_tables
+        for index in sorted(table.indexes, key=lambda i: str(i.name))
+    ]
+    return [(SCHEMA_VERSION, statement) for statement in statements]

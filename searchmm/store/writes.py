@@ -1,0 +1,203 @@
+"""Every write the engine and the ingest make, each one transaction over frozen values.
+
+A vector written or dropped appends to the change log in the same transaction, so an index
+that replays the log never misses a change and never sees half a batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy.orm import Session
+
+from searchmm.store.database import Database, chunks
+from searchmm.store.records import (
+    EncodedImage,
+    EncodedText,
+    FailedImage,
+    FileState,
+    StoredModel,
+)
+from searchmm.store.schema import ChangeRow, EmbeddingRow, ItemRow, MetaRow, ModelRow
+from searchmm.vocabulary import ChangeOp, Kind, Status
+
+UNFINISHED = -1  # file size and mtime of a text row whose file is still being ingested
+
+
+def under(path: str, roots: Sequence[str]) -> bool:
+    """Whether `path` is one of `roots` or inside one (absolute paths)."""
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+class StoreWrites(Database):
+    """The writing half of `Store`."""
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.session() as s, s.begin():
+            s.merge(MetaRow(key=key, value=value))
+
+    def set_model(self, model: StoredModel) -> None:
+        with self.session() as s, s.begin():
+            s.merge(ModelRow.of(model))
+
+    def prune_changes(self, kind: Kind, upto_seq: int) -> None:
+        """Forget changes that a saved index already reflects, remembering how far (an index
+        older than that must reload or rebuild: it cannot replay what was forgotten)."""
+        with self.session() as s, s.begin():
+            s.execute(delete(ChangeRow).where(ChangeRow.kind == kind, ChangeRow.seq <= upto_seq))
+            if upto_seq > pruned_seq(s, kind):
+                s.merge(MetaRow(key=f"changes_pruned.{kind}", value=str(upto_seq)))
+
+    def move_files(self, moves: Sequence[tuple[Sequence[int], FileState]]) -> None:
+        """Give items a file's new path, stat and digest (same bytes: no vector changes)."""
+        if not moves:
+            return
+        with self.session() as s, s.begin():
+            for ids, file in moves:
+                for chunk in chunks(list(ids)):
+                    s.execute(
+                        update(ItemRow)
+                        .where(ItemRow.id.in_(chunk))
+                        .values(
+                            path=file.path,
+                            file_size=file.size,
+                            file_mtime_ns=file.mtime_ns,
+                            file_digest=file.digest,
+                        )
+                    )
+
+    def save_images(
+        self, encoded: Sequence[EncodedImage], failed: Sequence[FailedImage] = ()
+    ) -> None:
+        """One batch of image results: vectors stored, failures recorded (their vectors gone)."""
+        with self.session() as s, s.begin():
+            for image in encoded:
+                row = _image_row(s, image.file, image.replaces)
+                if image.size is not None:
+                    row.width, row.height = image.size
+                elif row.width is None:
+                    row.width, row.height = _size_of_source(s, image.file.digest)
+                row.status, row.error = Status.OK, None
+                s.flush()
+                _put_embedding(s, row, image.vector, replaced=image.replaces is not None)
+            for failure in failed:
+                row = _image_row(s, failure.file, failure.replaces)
+                row.status, row.error = Status.FAILED, failure.reason
+                s.flush()
+                _drop_embedding(s, row)
+
+    def update_text_meta(self, updates: Sequence[tuple[int, dict[str, Any] | None]]) -> None:
+        """New metadata for text records whose text is unchanged."""
+        if not updates:
+            return
+        with self.session() as s, s.begin():
+            for item_id, meta in updates:
+                row = s.get(ItemRow, item_id)
+                if row is not None:
+                    row.meta = meta
+
+    def save_texts(self, path: str, encoded: Sequence[EncodedText]) -> None:
+        """One batch of a text file's records. Their file stat reads "unfinished" until
+        `finish_text_file`: a crash half way through a file is resumed, not taken as done."""
+        with self.session() as s, s.begin():
+            for record in encoded:
+                row = s.get(ItemRow, record.replaces) if record.replaces is not None else None
+                if row is None:
+                    row = ItemRow(kind=Kind.TEXT, path=path, locator=record.locator)
+                    s.add(row)
+                row.text, row.content_digest, row.meta = (
+                    record.text,
+                    record.content_digest,
+                    record.meta,
+                )
+                row.file_size = row.file_mtime_ns = UNFINISHED
+                row.file_digest = None
+                row.status, row.error = Status.OK, None
+                s.flush()
+                _put_embedding(s, row, record.vector, replaced=record.replaces is not None)
+
+    def finish_text_file(self, file: FileState) -> None:
+        """Mark every record of a text file as ingested from this version of it."""
+        with self.session() as s, s.begin():
+            s.execute(
+                update(ItemRow)
+                .where(ItemRow.kind == Kind.TEXT, ItemRow.path == file.path)
+                .values(file_size=file.size, file_mtime_ns=file.mtime_ns, file_digest=file.digest)
+            )
+
+    def delete_items(self, ids: Iterable[int]) -> int:
+        """Delete items with their vectors, logging the removals; returns how many."""
+        ids = list(ids)
+        removed = 0
+        if not ids:
+            return 0
+        with self.session() as s, s.begin():
+            for chunk in chunks(ids):
+                embedded = s.execute(
+                    select(ItemRow.id, ItemRow.kind)
+                    .join(EmbeddingRow, EmbeddingRow.item_id == ItemRow.id)
+                    .where(ItemRow.id.in_(chunk))
+                ).all()
+                s.execute(delete(EmbeddingRow).where(EmbeddingRow.item_id.in_(chunk)))
+                s.add_all(ChangeRow(kind=k, item_id=i, op=ChangeOp.REMOVE) for i, k in embedded)
+                deleted = s.execute(delete(ItemRow).where(ItemRow.id.in_(chunk)))
+                removed += _rowcount(deleted)
+        return removed
+
+    def remove_under(self, roots: Sequence[str]) -> int:
+        """Delete every item (image file or text record) stored at or under the given paths."""
+        with self.session() as s:
+            rows = s.execute(select(ItemRow.id, ItemRow.path)).all()
+        return self.delete_items(i for i, path in rows if under(path, roots))
+
+
+def pruned_seq(session: Session, kind: Kind) -> int:
+    entry = session.get(MetaRow, f"changes_pruned.{kind}")
+    return int(entry.value) if entry else 0
+
+
+def _image_row(s: Session, file: FileState, replaces: int | None) -> ItemRow:
+    row = s.get(ItemRow, replaces) if replaces is not None else None
+    if row is None:
+        row = ItemRow(kind=Kind.IMAGE, path=file.path, locator="")
+        s.add(row)
+    row.file_size, row.file_mtime_ns = file.size, file.mtime_ns
+    row.file_digest = row.content_digest = file.digest
+    return row
+
+
+def _size_of_source(s: Session, digest: str | None) -> tuple[int | None, int | None]:
+    """A copy of a stored image has the source's pixel size."""
+    source = s.execute(
+        select(ItemRow.width, ItemRow.height).where(
+            ItemRow.kind == Kind.IMAGE,
+            ItemRow.content_digest == digest,
+            ItemRow.status == Status.OK,
+            ItemRow.width.is_not(None),
+        )
+    ).first()
+    return (source[0], source[1]) if source else (None, None)
+
+
+def _put_embedding(s: Session, row: ItemRow, vector: np.ndarray, *, replaced: bool) -> None:
+    blob = np.asarray(vector, dtype=np.float32).tobytes()
+    if replaced:
+        s.merge(EmbeddingRow(item_id=row.id, vector=blob))
+    else:
+        s.add(EmbeddingRow(item_id=row.id, vector=blob))
+    op = ChangeOp.UPDATE if replaced else ChangeOp.ADD
+    s.add(ChangeRow(kind=row.kind, item_id=row.id, op=op))
+
+
+def _drop_embedding(s: Session, row: ItemRow) -> None:
+    result = s.execute(delete(EmbeddingRow).where(EmbeddingRow.item_id == row.id))
+    if _rowcount(result):
+        s.add(ChangeRow(kind=row.kind, item_id=row.id, op=ChangeOp.REMOVE))
+
+
+def _rowcount(result: object) -> int:
+    return result.rowcount if isinstance(result, CursorResult) else 0
