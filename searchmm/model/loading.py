@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from searchmm.errors import ModelLoadError
+from searchmm.errors import Hint, ModelLoadError
 from searchmm.model.encoder import TorchEncoder
 from searchmm.model.spec import ModelSpec, is_checkpoint_path, unknown_architecture
 from searchmm.settings import resolve_device
@@ -34,8 +34,8 @@ def load_encoder(spec: ModelSpec, device: str | None = None) -> TorchEncoder:
     pretrained = None if spec.is_random or spec.is_hub_model else spec.pretrained
     if pretrained and is_checkpoint_path(pretrained) and not Path(pretrained).is_file():
         raise ModelLoadError(
-            f"checkpoint {pretrained} for {spec.name} is missing: restore it or pass "
-            "--pretrained PATH to a copy with the same content"
+            f"checkpoint {pretrained} for {spec.name} is missing: restore it",
+            hint=Hint.PASS_PRETRAINED_COPY,
         )
     if pretrained and not is_checkpoint_path(pretrained):
         _check_weights_reachable(spec)
@@ -96,7 +96,8 @@ def _check_weights_reachable(spec: ModelSpec) -> None:
         raise ModelLoadError(
             f"cannot load {spec.describe()}: the weights are not in the Hugging Face cache and "
             f"{host} cannot be reached ({exc.strerror or exc}); run once with network access to "
-            "cache them, or pass --pretrained /path/to/weights.safetensors"
+            "cache them",
+            hint=Hint.PASS_PRETRAINED_FILE,
         ) from exc
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from searchmm import defaults
-from searchmm.errors import ModelLoadError
+from searchmm.errors import Hint, ModelLoadError
 
 RANDOM_INIT = "none"
 HF_HUB_PREFIX = "hf-hub:"
@@ -116,9 +116,7 @@ def _default_tag(name: str) -> str:
         raise ModelLoadError(unknown_architecture(name))
     tags = open_clip.list_pretrained_tags_by_model(name)
     if not tags:
-        raise ModelLoadError(
-            f"model {name!r} has no published weights: pass --pretrained TAG|PATH|none"
-        )
+        raise ModelLoadError(f"model {name!r} has no published weights", hint=Hint.PASS_PRETRAINED)
     return tags[0]
 
 
