@@ -81,6 +81,12 @@ class IndexFileError(SearchmmError):
     category = Category.DAMAGED
 
 
+class NotFoundError(SearchmmError):
+    """An item asked for by its id is not stored."""
+
+    category = Category.NOT_FOUND
+
+
 class SourceError(SearchmmError):
     """A path or a text collection cannot be read as a whole."""
 

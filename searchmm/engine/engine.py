@@ -24,7 +24,7 @@ from searchmm.defaults import DUPES_THRESHOLD as DEFAULT_THRESHOLD
 from searchmm.defaults import EXACT_THRESHOLD as DEFAULT_EXACT_THRESHOLD
 from searchmm.defaults import K as DEFAULT_K
 from searchmm.engine.locking import write_lock, write_lock_if_free
-from searchmm.errors import Category, Hint, ModelMismatchError, SearchmmError
+from searchmm.errors import Hint, ModelMismatchError, NotFoundError, SearchmmError
 from searchmm.index.faisslib import preload_in_background
 from searchmm.index.sync import IndexSet, index_path
 from searchmm.index.vector_index import VectorIndex
@@ -180,9 +180,7 @@ class Engine:
         batch in flight, which is committed; the summary then says `interrupted`.
         """
         if batch_size < 1 or workers < 0:
-            raise SearchmmError(
-                "batch_size must be at least 1 and workers at least 0", hint=Hint.BATCH_OPTIONS
-            )
+            raise SearchmmError("need batch_size >= 1 and workers >= 0", hint=Hint.BATCH_OPTIONS)
         options = IngestOptions(
             batch_size=batch_size,
             workers=workers,
@@ -303,10 +301,7 @@ class Engine:
         record = store.get_model()
         ids, vectors = store.vectors([int(term.value)], record.dim) if record else ([], None)
         if not len(ids):
-            raise SearchmmError(
-                f"no item {term.value} with an embedding in {self.index_dir}",
-                category=Category.NOT_FOUND,
-            )
+            raise NotFoundError(f"no item {term.value} with an embedding in {self.index_dir}")
         return vectors[0]
 
     def search_batch(
