@@ -13,6 +13,7 @@ import typer
 from .bench import bench_app
 from .ingest import ingest
 from .manage import dupes, reindex, remove, stats
+from .options import Group
 from .query import query
 from .serve import serve
 
@@ -22,6 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    cls=Group,
 )
 
 for command in (ingest, query, dupes, stats, remove, reindex, serve):

@@ -25,6 +25,7 @@ from .options import (
     DEFAULT_WORKERS,
     BatchSize,
     Device,
+    Group,
     JsonFlag,
     ModelConfig,
     ModelName,
@@ -43,6 +44,7 @@ bench_app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    cls=Group,
 )
 
 Images = Annotated[Path, typer.Option("--images", help="Folder holding the dataset's images")]

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer.core
 
 from searchmm import defaults
 
@@ -47,6 +48,18 @@ Pretrained = Annotated[
 ModelConfig = Annotated[
     Path | None, typer.Option("--model-config", help="Custom open_clip architecture JSON")
 ]
+
+
+class Group(typer.core.TyperGroup):
+    """A command group whose unused --help is False rather than None: typer coerces a None flag
+    through pydantic, an import that costs more than typer itself on every `searchmm COMMAND`."""
+
+    def get_help_option(self, ctx: Any) -> typer.core.TyperOption | None:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.default = False
+        return option
+
 
 DEFAULT_DEVICE = "auto"
 DEFAULT_WORKERS = -1  # the option's "half the cores"
