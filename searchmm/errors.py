@@ -38,6 +38,7 @@ class Hint(StrEnum):
     PASS_PRETRAINED = "pass_pretrained"
     PASS_PRETRAINED_FILE = "pass_pretrained_file"
     PASS_PRETRAINED_COPY = "pass_pretrained_copy"
+    PASS_MODEL_CONFIG = "pass_model_config"
     ALLOW_MISSING = "allow_missing"
     BATCH_OPTIONS = "batch_options"
 

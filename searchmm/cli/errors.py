@@ -23,6 +23,7 @@ CLI_HINTS: dict[Hint, str] = {
     Hint.PASS_PRETRAINED_COPY: (
         "{message} or pass --pretrained PATH to a copy with the same content"
     ),
+    Hint.PASS_MODEL_CONFIG: "{message} or pass --model-config FILE",
     Hint.ALLOW_MISSING: "{message}, or pass --allow-missing to evaluate without them",
     Hint.BATCH_OPTIONS: "--batch-size must be at least 1 and --workers at least 0",
 }

@@ -51,7 +51,7 @@ def load_encoder(spec: ModelSpec, device: str | None = None) -> TorchEncoder:
     except ModelLoadError:
         raise
     except Exception as exc:
-        raise ModelLoadError(explain_load_failure(spec, exc)) from exc
+        raise explain_load_failure(spec, exc) from exc
     model = model.to(device).eval()
     return TorchEncoder(spec, model, preprocess, tokenizer, device)
 
@@ -118,7 +118,7 @@ def _register_config(name: str, config_json: str) -> None:
         open_clip.add_model_config(path)  # read at once; the registry keeps it after tmp is gone
 
 
-def explain_load_failure(spec: ModelSpec, exc: BaseException) -> str:
+def explain_load_failure(spec: ModelSpec, exc: BaseException) -> ModelLoadError:
     """Turn open_clip's and torch's many exceptions into one line that says what to do."""
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     what = f"cannot load {spec.describe()}"
@@ -130,7 +130,7 @@ def explain_load_failure(spec: ModelSpec, exc: BaseException) -> str:
         tags = open_clip.list_pretrained_tags_by_model(spec.name)
         known = ", ".join(tags[:6]) + (f", ... {len(tags)} in all" if len(tags) > 6 else "")
         known = known or "none published"
-        return (
+        return ModelLoadError(
             f"{what}: unknown pretrained tag {spec.pretrained!r} "
             f"(known tags: {known}; or a file path, or none)"
         )
@@ -141,21 +141,21 @@ def explain_load_failure(spec: ModelSpec, exc: BaseException) -> str:
             )
         else:
             why = "the download failed (no network, or the hub refused)"
-        return (
-            f"{what}: {why}; run once with network access to cache them (~/.cache/huggingface), "
-            "or pass --pretrained /path/to/weights.safetensors"
+        return ModelLoadError(
+            f"{what}: {why}; run once with network access to cache them (~/.cache/huggingface)",
+            hint=Hint.PASS_PRETRAINED_FILE,
         )
     if (
         "weights_only" in message
         or "Unsupported global" in message
         or "UnpicklingError" in type(exc).__name__
     ):
-        return (
+        return ModelLoadError(
             f"{what}: the checkpoint needs arbitrary code to unpickle and was refused; "
             "convert it to .safetensors or a plain state_dict"
         )
     if isinstance(exc, OSError):
-        return f"{what}: {exc.strerror or message}"
+        return ModelLoadError(f"{what}: {exc.strerror or message}")
     if "state_dict" in message or "size mismatch" in message or "Missing key" in message:
-        return f"{what}: the checkpoint does not match the {spec.name} architecture"
-    return f"{what}: {message}"
+        return ModelLoadError(f"{what}: the checkpoint does not match the {spec.name} architecture")
+    return ModelLoadError(f"{what}: {message}")
