@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from searchmm.cli.errors import CLI_HINTS, cli_message
 from searchmm.errors import Category, Hint, LockedError, SearchmmError, StoreError
 from searchmm.store.store import Store
 
@@ -74,3 +75,20 @@ def test_library_errors_say_what_is_wrong_without_cli_flags() -> None:
     assert StoreError("x").category is Category.DAMAGED
     assert SearchmmError("x").category is Category.INVALID
     assert SearchmmError("x", category=Category.NOT_FOUND).category is Category.NOT_FOUND
+
+
+def test_every_hint_has_cli_wording_that_keeps_the_message() -> None:
+    assert set(CLI_HINTS) == set(Hint)
+    for hint in set(Hint) - {Hint.BATCH_OPTIONS}:  # that one rewords the option names
+        assert cli_message(SearchmmError("what went wrong", hint=hint)).startswith(
+            "what went wrong"
+        )
+    assert cli_message(SearchmmError("plain")) == "plain"
+
+
+def test_a_damaged_store_is_one_line_on_the_cli(tmp_path: Path) -> None:
+    (tmp_path / "searchmm.db").write_bytes(b"this is no SQLite file, just bytes " * 200)
+    result = run_cli("stats", "--index-dir", tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"searchmm: error: {tmp_path / 'searchmm.db'} is damaged")
+    assert result.stderr.count("\n") == 1
