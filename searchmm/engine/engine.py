@@ -25,7 +25,7 @@ from searchmm.defaults import DUPES_THRESHOLD as DEFAULT_THRESHOLD
 from searchmm.defaults import EXACT_THRESHOLD as DEFAULT_EXACT_THRESHOLD
 from searchmm.defaults import K as DEFAULT_K
 from searchmm.engine.locking import write_lock, write_lock_if_free
-from searchmm.errors import ModelMismatchError, SearchmmError
+from searchmm.errors import Hint, ModelMismatchError, NotFoundError, SearchmmError
 from searchmm.index.faisslib import preload_in_background
 from searchmm.index.sync import IndexSet, index_path
 from searchmm.index.vector_index import VectorIndex
@@ -130,7 +130,8 @@ class Engine:
         if wanted is not None and wanted.identity() != recorded.identity():
             raise ModelMismatchError(
                 f"{self.index_dir} holds vectors of {recorded.describe()}; refusing to mix in "
-                f"{wanted.describe()}: use another --index-dir, or leave out the model options"
+                f"{wanted.describe()}",
+                hint=Hint.OTHER_INDEX_DIR,
             )
         return wanted or recorded  # a requested checkpoint may have moved: same digest, new path
 
@@ -150,7 +151,7 @@ class Engine:
             record = store.get_model()
             if record is None:
                 raise SearchmmError(
-                    f"the index at {self.index_dir} is empty: run `searchmm ingest PATH` first"
+                    f"the index at {self.index_dir} is empty", hint=Hint.INGEST_FIRST
                 )
             self._indexes = IndexSet(
                 store, self.index_dir, record.dim, exact_threshold=self.exact_threshold
@@ -184,7 +185,7 @@ class Engine:
         batch in flight, which is committed; the summary then says `interrupted`.
         """
         if batch_size < 1 or workers < 0:
-            raise SearchmmError("--batch-size must be at least 1 and --workers at least 0")
+            raise SearchmmError("need batch_size >= 1 and workers >= 0", hint=Hint.BATCH_OPTIONS)
         options = IngestOptions(
             batch_size=batch_size,
             workers=workers,
@@ -303,7 +304,7 @@ class Engine:
         record = store.get_model()
         ids, vectors = store.vectors([int(term.value)], record.dim) if record else ([], None)
         if not len(ids):
-            raise SearchmmError(f"no item {term.value} with an embedding in {self.index_dir}")
+            raise NotFoundError(f"no item {term.value} with an embedding in {self.index_dir}")
         return vectors[0]
 
     def search_batch(
@@ -348,7 +349,7 @@ class Engine:
 
     def _store_or_fail(self) -> Store:
         if not self._db_exists():
-            raise SearchmmError(f"no index at {self.index_dir}: run `searchmm ingest PATH` first")
+            raise SearchmmError(f"no index at {self.index_dir}", hint=Hint.INGEST_FIRST)
         return self._open_store(create=False)
 
     def _searchable(self, target: str, *, load_model: bool = True) -> Kind:

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from searchmm.errors import LockedError
+from searchmm.errors import Hint, LockedError
 
 LOCK_FILENAME = ".write.lock"
 
@@ -28,8 +28,8 @@ def write_lock(index_dir: Path, wait: float = 0.0) -> Iterator[None]:
         lock.acquire(timeout=wait)
     except Timeout:
         raise LockedError(
-            f"another searchmm process is writing to {index_dir}; wait for it to finish "
-            "or pass --wait SECONDS"
+            f"another searchmm process is writing to {index_dir}; wait for it to finish",
+            hint=Hint.WAIT_FOR_LOCK,
         ) from None
     try:
         yield

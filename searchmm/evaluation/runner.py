@@ -26,7 +26,7 @@ import numpy as np
 from searchmm.atomicfile import write_bytes_atomic
 from searchmm.defaults import BATCH_SIZE as DEFAULT_BATCH_SIZE
 from searchmm.engine.engine import Engine
-from searchmm.errors import SearchmmError
+from searchmm.errors import Hint, SearchmmError
 from searchmm.model.spec import ModelSpec
 from searchmm.settings import resolve_index_dir
 from searchmm.store.database import DB_FILENAME
@@ -211,7 +211,8 @@ def _refuse_or_note(
     if not allow_missing:
         raise SearchmmError(
             f"{len(paths)} of the {len(dataset.image_paths)} images of {dataset.label} are "
-            f"{why} ({shown}); fix that, or pass --allow-missing to evaluate without them"
+            f"{why} ({shown}); fix that",
+            hint=Hint.ALLOW_MISSING,
         )
     log.warning("leaving out %d images %s (%s) and their captions", len(paths), why, shown)
     for i, path in enumerate(paths):
@@ -313,7 +314,8 @@ def _top_rows(
     if foreign > MAX_FOREIGN_ITEMS:
         raise SearchmmError(
             f"{engine.index_dir} holds {foreign} {target} that are not part of this dataset; "
-            "evaluate an index in a directory of its own (--index-dir)"
+            "evaluate an index in a directory of its own",
+            hint=Hint.OWN_INDEX_DIR,
         )
     _, hit_ids = engine.search_batch(queries, target=target, k=k + foreign)
     rows = galleries.rows(target, hit_ids)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from searchmm.errors import ModelLoadError
+from searchmm.errors import Hint, ModelLoadError
 from searchmm.model.encoder import TorchEncoder
 from searchmm.model.spec import ModelSpec, is_checkpoint_path, unknown_architecture
 from searchmm.settings import resolve_device
@@ -34,8 +34,8 @@ def load_encoder(spec: ModelSpec, device: str | None = None) -> TorchEncoder:
     pretrained = None if spec.is_random or spec.is_hub_model else spec.pretrained
     if pretrained and is_checkpoint_path(pretrained) and not Path(pretrained).is_file():
         raise ModelLoadError(
-            f"checkpoint {pretrained} for {spec.name} is missing: restore it or pass "
-            "--pretrained PATH to a copy with the same content"
+            f"checkpoint {pretrained} for {spec.name} is missing: restore it",
+            hint=Hint.PASS_PRETRAINED_COPY,
         )
     if pretrained and not is_checkpoint_path(pretrained):
         _check_weights_reachable(spec)
@@ -51,7 +51,7 @@ def load_encoder(spec: ModelSpec, device: str | None = None) -> TorchEncoder:
     except ModelLoadError:
         raise
     except Exception as exc:
-        raise ModelLoadError(explain_load_failure(spec, exc)) from exc
+        raise explain_load_failure(spec, exc) from exc
     model = model.to(device).eval()
     return TorchEncoder(spec, model, preprocess, tokenizer, device)
 
@@ -96,7 +96,8 @@ def _check_weights_reachable(spec: ModelSpec) -> None:
         raise ModelLoadError(
             f"cannot load {spec.describe()}: the weights are not in the Hugging Face cache and "
             f"{host} cannot be reached ({exc.strerror or exc}); run once with network access to "
-            "cache them, or pass --pretrained /path/to/weights.safetensors"
+            "cache them",
+            hint=Hint.PASS_PRETRAINED_FILE,
         ) from exc
 
 
@@ -117,7 +118,7 @@ def _register_config(name: str, config_json: str) -> None:
         open_clip.add_model_config(path)  # read at once; the registry keeps it after tmp is gone
 
 
-def explain_load_failure(spec: ModelSpec, exc: BaseException) -> str:
+def explain_load_failure(spec: ModelSpec, exc: BaseException) -> ModelLoadError:
     """Turn open_clip's and torch's many exceptions into one line that says what to do."""
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     what = f"cannot load {spec.describe()}"
@@ -129,7 +130,7 @@ def explain_load_failure(spec: ModelSpec, exc: BaseException) -> str:
         tags = open_clip.list_pretrained_tags_by_model(spec.name)
         known = ", ".join(tags[:6]) + (f", ... {len(tags)} in all" if len(tags) > 6 else "")
         known = known or "none published"
-        return (
+        return ModelLoadError(
             f"{what}: unknown pretrained tag {spec.pretrained!r} "
             f"(known tags: {known}; or a file path, or none)"
         )
@@ -140,21 +141,21 @@ def explain_load_failure(spec: ModelSpec, exc: BaseException) -> str:
             )
         else:
             why = "the download failed (no network, or the hub refused)"
-        return (
-            f"{what}: {why}; run once with network access to cache them (~/.cache/huggingface), "
-            "or pass --pretrained /path/to/weights.safetensors"
+        return ModelLoadError(
+            f"{what}: {why}; run once with network access to cache them (~/.cache/huggingface)",
+            hint=Hint.PASS_PRETRAINED_FILE,
         )
     if (
         "weights_only" in message
         or "Unsupported global" in message
         or "UnpicklingError" in type(exc).__name__
     ):
-        return (
+        return ModelLoadError(
             f"{what}: the checkpoint needs arbitrary code to unpickle and was refused; "
             "convert it to .safetensors or a plain state_dict"
         )
     if isinstance(exc, OSError):
-        return f"{what}: {exc.strerror or message}"
+        return ModelLoadError(f"{what}: {exc.strerror or message}")
     if "state_dict" in message or "size mismatch" in message or "Missing key" in message:
-        return f"{what}: the checkpoint does not match the {spec.name} architecture"
-    return f"{what}: {message}"
+        return ModelLoadError(f"{what}: the checkpoint does not match the {spec.name} architecture")
+    return ModelLoadError(f"{what}: {message}")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from searchmm import defaults
-from searchmm.errors import ModelLoadError
+from searchmm.errors import Hint, ModelLoadError
 
 RANDOM_INIT = "none"
 HF_HUB_PREFIX = "hf-hub:"
@@ -113,12 +113,10 @@ def _default_tag(name: str) -> str:
     import open_clip
 
     if name not in open_clip.list_models():
-        raise ModelLoadError(unknown_architecture(name))
+        raise unknown_architecture(name)
     tags = open_clip.list_pretrained_tags_by_model(name)
     if not tags:
-        raise ModelLoadError(
-            f"model {name!r} has no published weights: pass --pretrained TAG|PATH|none"
-        )
+        raise ModelLoadError(f"model {name!r} has no published weights", hint=Hint.PASS_PRETRAINED)
     return tags[0]
 
 
@@ -133,8 +131,9 @@ def _checkpoint_digest(path: Path) -> str:
         raise ModelLoadError(f"cannot read checkpoint {path}: {exc.strerror}") from exc
 
 
-def unknown_architecture(name: str) -> str:
-    return (
+def unknown_architecture(name: str) -> ModelLoadError:
+    return ModelLoadError(
         f"cannot load {name}: not an open_clip architecture; list them with "
-        '`python -c "import open_clip; print(open_clip.list_models())"` or pass --model-config FILE'
+        '`python -c "import open_clip; print(open_clip.list_models())"`',
+        hint=Hint.PASS_MODEL_CONFIG,
     )

@@ -59,7 +59,7 @@ def parse_terms(add: Sequence[str] = (), sub: Sequence[str] = ()) -> list[Term]:
 def combine(terms: Sequence[Term], vector_of: Callable[[Term], np.ndarray]) -> np.ndarray:
     """The normalised weighted sum of the terms' vectors; refuses a sum that cancels out."""
     if not terms:
-        raise SearchmmError("the query is empty: give a text, an image or --add/--sub terms")
+        raise SearchmmError("the query is empty: give at least one text, image or item term")
     total = sum(term.weight * np.asarray(vector_of(term), dtype=np.float32) for term in terms)
     norm = float(np.linalg.norm(total))
     if norm < 1e-6:

@@ -1,7 +1,8 @@
 """The FastAPI application: built by `create_app`, never at import time.
 
 The Engine's model is loaded once, when the app starts (before uvicorn accepts connections),
-and shared by every request. Every error answers JSON `{"error": message}`.
+and shared by every request. Every error answers JSON `{"error": message}` (plus `"hint"`
+when the library names what to do), with a status chosen by the error's category.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from searchmm import __version__
 from searchmm.engine.engine import Engine
-from searchmm.errors import SearchmmError
+from searchmm.errors import Category, SearchmmError
 
 from . import DEFAULT_MAX_UPLOAD_BYTES
 from .context import ServerContext
@@ -31,6 +32,15 @@ from .uploads import UploadLimit
 
 log = logging.getLogger("searchmm.server")
 
+# The status each kind of library error answers with (see searchmm.errors).
+STATUS_BY_CATEGORY = {
+    Category.INVALID: 400,
+    Category.NOT_FOUND: 404,
+    Category.CONFLICT: 409,
+    Category.DAMAGED: 500,
+    Category.BUSY: 503,
+    Category.UNAVAILABLE: 503,
+}
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 UPLOAD_PATHS = frozenset({"/api/search/image"})
 # The page loads nothing from elsewhere; a browser enforcing this proves it.
@@ -78,7 +88,8 @@ def create_app(
         title="searchmm",
         version=__version__,
         description="Cross-modal search over one searchmm index: text or image queries, "
-        'images or texts as results. Every error is JSON `{"error": message}`.',
+        'images or texts as results. Every error is JSON `{"error": message}`, '
+        'with a machine-readable `"hint"` when there is something to do about it.',
         lifespan=lifespan,
     )
     app.state.searchmm = ctx
@@ -91,14 +102,24 @@ def create_app(
     return app
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def _error(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    hint: str | None = None,
+) -> JSONResponse:
+    body = {"error": message} if hint is None else {"error": message, "hint": hint}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SearchmmError)
     async def searchmm_error(_request: Request, exc: SearchmmError) -> JSONResponse:
-        return _error(400, str(exc))  # bad query, empty index, unknown target, ...
+        status = STATUS_BY_CATEGORY[exc.category]
+        if status >= 500:
+            log.error("%s: %s", exc.category, exc)
+        return _error(status, str(exc), hint=exc.hint)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

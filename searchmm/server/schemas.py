@@ -51,6 +51,9 @@ class ErrorOut(BaseModel):
     """Every error, whatever its status code."""
 
     error: str
+    hint: str | None = Field(
+        None, description="what to do about it, as a name: ingest_first, wait_for_lock, ..."
+    )
 
 
 class HealthOut(BaseModel):
@@ -68,6 +71,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "A bad query, or an empty index"},
     404: {"model": ErrorOut, "description": "No such item, or its file is gone"},
     422: {"model": ErrorOut, "description": "A parameter is missing or invalid"},
+    500: {"model": ErrorOut, "description": "The store or an index file is damaged"},
+    503: {"model": ErrorOut, "description": "The store is locked, or the model cannot be loaded"},
 }
 UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,

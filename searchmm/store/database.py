@@ -14,7 +14,7 @@ from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from searchmm.errors import StoreError
+from searchmm.errors import Category, Hint, StoreError
 
 DB_FILENAME = "searchmm.db"
 CHUNK = 900  # ids per IN (...): below SQLite's bound-parameter limit
@@ -43,7 +43,9 @@ class Database:
     def __init__(self, index_dir: Path, *, create: bool) -> None:
         self.path = index_dir / DB_FILENAME
         if not self.path.exists() and not create:
-            raise StoreError(f"no index at {index_dir}: run `searchmm ingest PATH` first")
+            raise StoreError(
+                f"no index at {index_dir}", hint=Hint.INGEST_FIRST, category=Category.INVALID
+            )
         index_dir.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(f"sqlite:///{self.path}")
         event.listen(self.engine, "connect", _on_connect)
@@ -82,7 +84,10 @@ class Database:
     def unusable(self, exc: BaseException) -> StoreError:
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         if "locked" in detail or "busy" in detail:
-            return StoreError(f"{self.path} is locked by another process ({detail}); try again")
+            return StoreError(
+                f"{self.path} is locked by another process ({detail}); try again",
+                category=Category.BUSY,
+            )
         if "malformed" in detail or "not a database" in detail:
             return StoreError(
                 f"{self.path} is damaged ({detail}): restore it from a backup, or move it aside "

@@ -1,0 +1,99 @@
+"""`searchmm ingest`: new and changed files in, gone ones out; Ctrl-C stops after a batch."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from searchmm import defaults
+
+from .errors import user_errors
+from .options import (
+    DEFAULT_DEVICE,
+    DEFAULT_WORKERS,
+    BatchSize,
+    Device,
+    IndexDir,
+    JsonFlag,
+    ModelConfig,
+    ModelName,
+    Pretrained,
+    Wait,
+    Workers,
+    model_spec,
+    open_engine,
+    workers_or_default,
+)
+from .output import emit_json, print_summary
+
+
+@user_errors
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Image folders or files, text collections")],
+    index_dir: IndexDir = None,
+    model: ModelName = None,
+    pretrained: Pretrained = None,
+    model_config: ModelConfig = None,
+    batch_size: BatchSize = defaults.BATCH_SIZE,
+    workers: Workers = DEFAULT_WORKERS,
+    device: Device = DEFAULT_DEVICE,
+    include_hidden: Annotated[
+        bool, typer.Option("--include-hidden", help="Also walk hidden files")
+    ] = False,
+    texts: Annotated[
+        bool, typer.Option("--texts", help="Also ingest .txt/.jsonl/.csv/.json found in folders")
+    ] = False,
+    text_field: Annotated[str, typer.Option(help="Text field/column of .jsonl and .csv")] = "text",
+    wait: Wait = 0.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Add new and changed files to the index, drop the ones that are gone."""
+    engine = open_engine(index_dir, device, model_spec(model, pretrained, model_config))
+    with engine, first_ctrl_c_stops() as stop:
+        summary = engine.ingest(
+            paths,
+            batch_size=batch_size,
+            workers=workers_or_default(workers),
+            include_hidden=include_hidden,
+            texts_in_folders=texts,
+            text_field=text_field,
+            progress=not as_json and sys.stderr.isatty(),
+            wait=wait,
+            stop=stop,
+        )
+    if as_json:
+        emit_json(summary.to_dict())
+    else:
+        print_summary(summary)
+    if summary.interrupted:
+        raise typer.Exit(130)
+    stored = summary.new + summary.changed + summary.unchanged + summary.renamed
+    if summary.failed and stored == 0:
+        raise typer.Exit(1)  # nothing could be ingested
+
+
+@contextlib.contextmanager
+def first_ctrl_c_stops() -> Iterator[threading.Event]:
+    """The first Ctrl-C lets the batch in flight finish and be committed, then the ingest stops
+    and prints its summary (exit 130); a second one aborts at once, dropping that batch."""
+    stop = threading.Event()
+
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()  # os.write: a handler must not re-enter a buffered stream (progress bars)
+        os.write(2, b"searchmm: stopping after the current batch (Ctrl-C again to abort)\n")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)

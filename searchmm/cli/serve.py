@@ -1,0 +1,44 @@
+"""`searchmm serve`: the HTTP JSON API and the web page, under uvicorn."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from searchmm import defaults
+
+from .errors import user_errors
+from .options import DEFAULT_DEVICE, Device, IndexDir
+
+
+@user_errors
+def serve(
+    index_dir: IndexDir = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 0.0.0.0 opens it to the network")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    device: Device = DEFAULT_DEVICE,
+    max_upload_mb: Annotated[
+        float, typer.Option("--max-upload-mb", help="Largest query image accepted, in MB")
+    ] = defaults.MAX_UPLOAD_BYTES / 1_000_000,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info (one line per request) or warning")
+    ] = "info",
+) -> None:
+    """Serve the HTTP JSON API and the web page (needs the `server` extra)."""
+    from searchmm.server import require_server_extra
+    from searchmm.server.run import serve as run_server
+
+    require_server_extra()  # one line, before anything is loaded
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"searchmm: loading the model, then serving http://{shown}:{port}/", err=True)
+    run_server(
+        index_dir,
+        host=host,
+        port=port,
+        device=device,
+        max_upload_bytes=int(max_upload_mb * 1_000_000),
+        log_level=log_level,
+    )
