@@ -88,7 +88,7 @@ def engine_ingest(
         tempfile.TemporaryDirectory(prefix="searchmm-bench-index-") as index_dir,
         Engine(index_dir, model=spec, device=device) as engine,
     ):
-        engine.encoder.encode_images(warmup)
+        engine.load_model().encode_images(warmup)
         started = time.perf_counter()
         summary = engine.ingest([photos.folder], batch_size=args.batch_size, workers=args.workers)
         wall = time.perf_counter() - started

@@ -90,7 +90,7 @@ def warm_latencies(engine: Engine, raw: Any, k: int) -> tuple[list[float], list[
     The warm-up pass fills both paths' caches alike (tokenizer BPE cache, the engine's loaded
     index); the timed pass alternates which of the two goes first.
     """
-    encoder = engine.encoder
+    encoder = engine.load_model()
 
     def baseline(q: str) -> None:
         raw.search(encoder.encode_texts([q]), k)
@@ -168,7 +168,7 @@ def main() -> None:
 
         print(f"warm: {len(QUERIES)} queries, engine and baseline")
         with Engine(index_dir, device=device) as engine:
-            raw = raw_index(index_dir, engine.encoder.dim)
+            raw = raw_index(index_dir, engine.load_model().dim)
             engine_ms, baseline_ms = warm_latencies(engine, raw, args.k)
         print(f"cold: {args.cold_repeats} fresh processes of each")
         engine_cmd = [

@@ -219,7 +219,7 @@ def measure_size(
     index_dir = scratch / f"index-{n}{tag}"
     progress(f"n={n:,}{tag}: full ingest")
     with Engine(index_dir, model=spec, device=args.device) as engine:
-        engine.encoder.encode_images(warmup_batch(engine, shards[0], args.batch_size))
+        engine.load_model().encode_images(warmup_batch(engine, shards[0], args.batch_size))
         full, summary = timed_ingest(index_dir, root, args, engine)
         stats = engine.stats()
     check(summary, n, 0, f"full ingest of {n}")
@@ -255,7 +255,7 @@ def warmup_batch(engine: Engine, folder: Path, batch_size: int) -> Any:
     tensors = []
     for path in paths:
         with Image.open(path) as img:
-            tensors.append(engine.encoder.preprocess(img.convert("RGB")))
+            tensors.append(engine.load_model().preprocess(img.convert("RGB")))
     return torch.stack(tensors)
 
 

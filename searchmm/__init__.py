@@ -16,7 +16,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from searchmm.engine.engine import Engine, Stats
+    from searchmm.engine.engine import Engine
+    from searchmm.engine.stats import Stats
     from searchmm.errors import (
         IndexFileError,
         LockedError,
@@ -30,19 +31,21 @@ if TYPE_CHECKING:
     from searchmm.ingest.summary import Failure, IngestSummary
     from searchmm.model.spec import ModelSpec
     from searchmm.search.filters import Filters
-    from searchmm.search.ranking import Hit
+    from searchmm.search.hits import Hit
+    from searchmm.search.options import SearchOptions
     from searchmm.search.terms import Term
 
 __version__ = "0.1.0"
 
 _WHERE = {
     "Engine": "searchmm.engine.engine",
-    "Stats": "searchmm.engine.engine",
+    "Stats": "searchmm.engine.stats",
     "Failure": "searchmm.ingest.summary",
     "IngestSummary": "searchmm.ingest.summary",
     "ModelSpec": "searchmm.model.spec",
     "Filters": "searchmm.search.filters",
-    "Hit": "searchmm.search.ranking",
+    "Hit": "searchmm.search.hits",
+    "SearchOptions": "searchmm.search.options",
     "Term": "searchmm.search.terms",
     **{
         name: "searchmm.errors"
@@ -71,6 +74,7 @@ __all__ = [
     "ModelMismatchError",
     "ModelSpec",
     "NotFoundError",
+    "SearchOptions",
     "SearchmmError",
     "SourceError",
     "Stats",

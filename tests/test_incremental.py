@@ -17,7 +17,7 @@ class EncodeCounter:
 
     def __init__(self, engine: Engine) -> None:
         self.images = 0
-        engine.encoder.model.visual.register_forward_hook(self._hook)
+        engine.load_model().model.visual.register_forward_hook(self._hook)
 
     def _hook(self, _module: object, inputs: tuple, _output: object) -> None:
         self.images += inputs[0].shape[0]

@@ -147,7 +147,7 @@ def test_threads_share_one_engine(tmp_path: Path, photo_dir: Path, tiny_config: 
     spec = ModelSpec.from_options(model_config=tiny_config)
     with Engine(tmp_path / "idx", model=spec) as engine:
         engine.ingest([photo_dir, captions])
-        vector = engine.encoder.encode_texts(["a cat"])[0]
+        vector = engine.load_model().encode_texts(["a cat"])[0]
         images = sorted(photo_dir.rglob("*.*"))
         queries = [
             *[

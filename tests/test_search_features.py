@@ -22,8 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from searchmm import Engine, ModelSpec, SearchmmError
-from searchmm.search import ranking
+from searchmm import Engine, ModelSpec, SearchmmError, defaults
 from searchmm.search.filters import Filters
 from searchmm.search.terms import Term, parse_term
 
@@ -93,25 +92,25 @@ def engine(tmp_path: Path, photo_dir: Path, tiny_config: Path) -> Engine:
 
 @pytest.mark.parametrize("path", ["exact", "ann-selector", "ann-exact"])
 def test_filters_return_k_matching_items_on_every_index_path(
-    engine: Engine, photo_dir: Path, path: str, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, photo_dir: Path, path: str
 ) -> None:
     if path != "exact":
         engine.reindex("HNSW32")  # approximate: filtering must still be exact and complete
-    if path == "ann-selector":
-        monkeypatch.setattr(ranking, "EXACT_FILTER_LIMIT", 1)  # force the FAISS id selector
+    # A limit of 1 allowed item for exact ranking sends every filtered query to the id selector.
+    limit = 1 if path == "ann-selector" else defaults.EXACT_FILTER_LIMIT
     items = stored_items(engine.index_dir, "image")
     wide = {i for p, i in items.items() if "/wide/" in p}
     query = stored_vectors(engine.index_dir, "image")[items[str(photo_dir / "chelsea.jpg")]]
 
-    hits = engine.search_vector(query, k=5, filters=Filters(path_glob="*/wide/*"))
-    assert [h.item.id for h in hits] == _brute_force(engine.index_dir, query, wide)[:5]
-    with sqlite3.connect(engine.index_dir / "searchmm.db") as db:
-        big = {
-            i for (i,) in db.execute("SELECT id FROM items WHERE width >= 400 AND height >= 300")
-        }
-    hits = engine.search_vector(query, k=30, filters=Filters(min_width=400, min_height=300))
-    assert {h.item.id for h in hits} == big and 0 < len(big) < 30  # every match, none else
-    assert engine.search_vector(query, k=3, filters=Filters(min_width=10_000)) == []
+    with Engine(engine.index_dir, exact_filter_limit=limit) as searcher:
+        hits = searcher.search_vector(query, k=5, filters=Filters(path_glob="*/wide/*"))
+        assert [h.item.id for h in hits] == _brute_force(engine.index_dir, query, wide)[:5]
+        with sqlite3.connect(engine.index_dir / "searchmm.db") as db:
+            rows = db.execute("SELECT id FROM items WHERE width >= 400 AND height >= 300")
+            big = {i for (i,) in rows}
+        hits = searcher.search_vector(query, k=30, filters=Filters(min_width=400, min_height=300))
+        assert {h.item.id for h in hits} == big and 0 < len(big) < 30  # every match, none else
+        assert searcher.search_vector(query, k=3, filters=Filters(min_width=10_000)) == []
 
 
 def test_date_and_metadata_filters_through_the_cli(

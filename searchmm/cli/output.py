@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
-    from searchmm.ingest.images import IngestSummary
-    from searchmm.search.ranking import Hit
+    from searchmm.ingest.summary import IngestSummary
+    from searchmm.search.hits import Hit
 
 
 def emit_json(value: Any) -> None:

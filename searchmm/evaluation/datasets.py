@@ -94,7 +94,8 @@ def _read_json(path: Path, expected: str) -> Any:
 def _list_field(doc: Any, key: str, path: Path, expected: str) -> list[Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
         raise SearchmmError(f"{path}: no {key!r} list; expected {expected}")
-    return doc[key]
+    found: list[Any] = doc[key]
+    return found
 
 
 def _caption_text(value: Any, path: Path, where: str) -> str:

@@ -30,7 +30,7 @@ from searchmm.errors import Hint, SearchmmError
 from searchmm.model.spec import ModelSpec
 from searchmm.settings import resolve_index_dir
 from searchmm.store.database import DB_FILENAME
-from searchmm.vocabulary import Kind, Status
+from searchmm.vocabulary import Kind, Status, Target
 
 from .datasets import RetrievalDataset
 from .metrics import DEFAULT_KS, normalise_ks, recall_from_hits, retrieval_metrics
@@ -139,8 +139,8 @@ def evaluate(
         dropped_captions=len(listed.captions) - len(dataset.captions),
     )
     report = EvaluationReport(
-        model=engine.model.name,
-        pretrained=engine.model.pretrained,
+        model=engine.model_spec().name,
+        pretrained=engine.model_spec().pretrained,
         dataset=dataset.name,
         split=dataset.split,
         split_source=dataset.split_source,
@@ -178,7 +178,7 @@ def _ingest(
     timings: dict[str, Any] = {"model_load_s": None}
     if _needs_encoding(engine, paths, captions_file, captions_document(dataset)):
         started = time.perf_counter()
-        _ = engine.encoder  # loaded here, so that the encoding rates leave it out
+        engine.load_model()  # loaded here, so that the encoding rates leave it out
         timings["model_load_s"] = round(time.perf_counter() - started, 3)
     images = engine.ingest(paths, **options)
     failed = {os.path.abspath(f.path): f.reason for f in images.failed}
@@ -234,9 +234,7 @@ def _needs_encoding(engine: Engine, paths: list[str], captions_file: Path, doc: 
         return True
     if not captions_file.exists() or captions_file.read_bytes() != doc:
         return True
-    stored = {
-        item.path for item in engine.store.items_of_kind(Kind.IMAGE) if item.status == Status.OK
-    }
+    stored = {item.path for item in engine.items(Target.IMAGES) if item.status == Status.OK}
     return not stored.issuperset(paths)
 
 
@@ -260,9 +258,7 @@ def _rows_of(ids: np.ndarray, wanted: list[int], what: str) -> np.ndarray:
 
 def _stored_images(engine: Engine, paths: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
     """(item ids, vectors) in dataset row order, and how many images the store holds."""
-    by_path = {
-        i.path: i.id for i in engine.store.items_of_kind(Kind.IMAGE) if i.status == Status.OK
-    }
+    by_path = {i.path: i.id for i in engine.items(Target.IMAGES) if i.status == Status.OK}
     absent = [p for p in paths if p not in by_path]
     if absent:
         raise SearchmmError(f"{len(absent)} images were not stored, e.g. {absent[0]}")
@@ -277,7 +273,7 @@ def _stored_captions(
     """(item ids, vectors) in caption row order: each item's `annotation_id` is its row."""
     source = os.path.abspath(captions_file)
     wanted = np.full(n_captions, -1, dtype=np.int64)
-    for item in engine.store.items_of_kind(Kind.TEXT):
+    for item in engine.items(Target.TEXTS):
         if item.path == source and item.status == Status.OK:
             row = int((item.meta or {}).get("annotation_id", -1))
             if 0 <= row < n_captions:
@@ -353,5 +349,5 @@ def _measure_index(
     ):
         found = recall_from_hits(hits, labels, report.ks)
         metrics.update({f"{prefix}_{name}": value for name, value in found.items()})
-    report.index_spec = built["image"]
+    report.index_spec = built[Kind.IMAGE]
     report.index_metrics = metrics

@@ -37,13 +37,22 @@ class Encoder(Protocol):
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
+    def software(self) -> dict[str, str]:
+        """Versions of what computes the vectors, recorded with the store's model."""
+        ...
+
 
 class TorchEncoder:
     """An open_clip model on torch with its preprocess and tokenizer, in inference mode."""
 
     def __init__(
-        self, spec: ModelSpec, model: Any, preprocess: Callable, tokenizer: Any, device: str
-    ):
+        self,
+        spec: ModelSpec,
+        model: Any,
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        tokenizer: Any,
+        device: str,
+    ) -> None:
         self.spec = spec
         self.model = model
         self.preprocess = preprocess
@@ -54,6 +63,12 @@ class TorchEncoder:
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         output_dim = getattr(model.visual, "output_dim", None)
         self.dim = int(output_dim) if output_dim else int(self.encode_texts(["probe"]).shape[1])
+
+    def software(self) -> dict[str, str]:
+        import open_clip
+        import torch
+
+        return {"open_clip": str(open_clip.__version__), "torch": str(torch.__version__)}
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         import torch

@@ -117,7 +117,7 @@ def _default_tag(name: str) -> str:
     tags = open_clip.list_pretrained_tags_by_model(name)
     if not tags:
         raise ModelLoadError(f"model {name!r} has no published weights", hint=Hint.PASS_PRETRAINED)
-    return tags[0]
+    return str(tags[0])
 
 
 def _checkpoint_digest(path: Path) -> str:

@@ -1,113 +1,45 @@
-"""Queries: turn a text or an image into a vector, search an index, join hits with the store."""
+"""Ranking: search an index (or the stored vectors of the allowed items) for a query vector,
+and join the best ids with their stored items."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
+from searchmm import defaults
 from searchmm.errors import SearchmmError
 from searchmm.index.vector_index import VectorIndex
-from searchmm.model.encoder import Encoder
-from searchmm.store.records import Item
+from searchmm.search.hits import Hit
+from searchmm.search.options import SearchOptions
 from searchmm.store.store import Store
-from searchmm.vocabulary import Kind
-
-TARGETS = {"images": Kind.IMAGE, "texts": Kind.TEXT, Kind.IMAGE: Kind.IMAGE, Kind.TEXT: Kind.TEXT}
 
 
-@dataclass
-class Hit:
-    """One result: its rank (from 1), cosine score and stored item."""
-
-    rank: int
-    score: float
-    item: Item
-
-    @property
-    def path(self) -> str:
-        return self.item.path
-
-    @property
-    def text(self) -> str | None:
-        return self.item.text
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "score": round(self.score, 6), **self.item.to_json()}
-
-
-def target_kind(target: str) -> Kind:
-    try:
-        return TARGETS[target]
-    except KeyError:
-        raise SearchmmError(f"unknown target {target!r}: use images or texts") from None
-
-
-def text_vector(encoder: Encoder, text: str) -> np.ndarray:
-    if not text.strip():
-        raise SearchmmError("the query text is empty")
-    return encoder.encode_texts([text])[0]
-
-
-def image_vector(encoder: Encoder, path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode a query image exactly as ingest does (same orientation, draft and preprocess)."""
-    from searchmm.sources.images import ImageDecodeError, load_image
-
-    try:
-        image, _ = load_image(os.fspath(path), draft_size=encoder.image_size)
-    except ImageDecodeError as exc:
-        raise SearchmmError(f"cannot read query image {path}: {exc}") from exc
-    pixels = encoder.preprocess(image).unsqueeze(0)
-    return encoder.encode_images(pixels)[0]
-
-
-# Below this many allowed items, ranking them exactly from their stored vectors is cheaper
-# than an index search with a selector, and always exact.
-EXACT_FILTER_LIMIT = 20_000
-
-
-@dataclass(frozen=True)
-class Page:
-    """Which slice of the ranking to return, and the lowest score worth returning."""
-
-    k: int = 10
-    offset: int = 0
-    threshold: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.k < 1 or self.offset < 0:
-            raise SearchmmError(
-                f"k must be at least 1 and offset at least 0 (k={self.k}, offset={self.offset})"
-            )
-
-
-def search_index(
+def rank(
     store: Store,
     index: VectorIndex,
     vector: np.ndarray,
-    page: Page,
+    page: SearchOptions,
     *,
     allowed: np.ndarray | None = None,
+    exact_filter_limit: int = defaults.EXACT_FILTER_LIMIT,
 ) -> list[Hit]:
     """Ranked hits for a normalised query vector, joined with their metadata in one lookup.
 
-    `allowed` (ids that pass the filters) is ranked exactly when small, through the index's
-    id selector otherwise, and exactly again if an approximate filtered search comes up short.
+    `allowed` (ids that pass the filters) is ranked exactly when there are at most
+    `exact_filter_limit` of them, through the index's id selector otherwise, and exactly again
+    if an approximate filtered search comes up short.
     """
     query = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(1, -1))
     if query.shape[1] != index.dim:
         raise SearchmmError(f"query vector has {query.shape[1]} dimensions, the index {index.dim}")
-    wanted = page.k + page.offset
+    wanted = page.wanted
     if allowed is None:
         pairs = _top(*index.search(query, wanted))
-    elif len(allowed) <= EXACT_FILTER_LIMIT or not index.supports_filter:
-        pairs = _exact(store, index.dim, query[0], allowed, wanted)
+    elif len(allowed) <= exact_filter_limit or not index.supports_filter:
+        pairs = _exact(store, index.dim, query[0], allowed, wanted, exact_filter_limit)
     else:
         pairs = _top(*index.search(query, wanted, allowed=allowed))
         if len(pairs) < min(wanted, len(allowed)):
-            pairs = _exact(store, index.dim, query[0], allowed, wanted)
+            pairs = _exact(store, index.dim, query[0], allowed, wanted, exact_filter_limit)
     pairs = pairs[page.offset : wanted]
     if page.threshold is not None:
         pairs = [(score, i) for score, i in pairs if score >= page.threshold]
@@ -122,12 +54,12 @@ def _top(scores: np.ndarray, ids: np.ndarray) -> list[tuple[float, int]]:
 
 
 def _exact(
-    store: Store, dim: int, query: np.ndarray, allowed: np.ndarray, wanted: int
+    store: Store, dim: int, query: np.ndarray, allowed: np.ndarray, wanted: int, chunk: int
 ) -> list[tuple[float, int]]:
     """Exact ranking of the allowed ids from their stored vectors, in chunks to bound memory."""
     best: list[tuple[float, int]] = []
-    for start in range(0, len(allowed), EXACT_FILTER_LIMIT):
-        ids, vectors = store.vectors(allowed[start : start + EXACT_FILTER_LIMIT].tolist(), dim)
+    for start in range(0, len(allowed), chunk):
+        ids, vectors = store.vectors(allowed[start : start + chunk].tolist(), dim)
         scores = vectors @ query
         top = np.argsort(-scores, kind="stable")[:wanted]
         best = sorted(

@@ -60,8 +60,9 @@ def combine(terms: Sequence[Term], vector_of: Callable[[Term], np.ndarray]) -> n
     """The normalised weighted sum of the terms' vectors; refuses a sum that cancels out."""
     if not terms:
         raise SearchmmError("the query is empty: give at least one text, image or item term")
-    total = sum(term.weight * np.asarray(vector_of(term), dtype=np.float32) for term in terms)
+    weighted = [term.weight * np.asarray(vector_of(term), dtype=np.float32) for term in terms]
+    total = np.sum(weighted, axis=0, dtype=np.float32)
     norm = float(np.linalg.norm(total))
     if norm < 1e-6:
         raise SearchmmError("the query terms cancel each other out: change their weights")
-    return (total / norm).astype(np.float32)
+    return np.asarray(total / norm, dtype=np.float32)

@@ -11,9 +11,9 @@ from fastapi import HTTPException
 
 from searchmm.engine.engine import Engine
 from searchmm.errors import SearchmmError
-from searchmm.search.ranking import Hit
+from searchmm.search.hits import Hit
 from searchmm.store.records import Item
-from searchmm.vocabulary import Kind, Status
+from searchmm.vocabulary import KINDS, Kind, Status
 
 from . import DEFAULT_MAX_UPLOAD_BYTES
 from .thumbnails import ThumbnailCache
@@ -47,27 +47,27 @@ class ServerContext:
         if stats.model is None:
             log.warning("the index at %s is empty: run `searchmm ingest PATH`", stats.index_dir)
             return
-        encoder = self.engine.encoder
+        encoder = self.engine.load_model()
         encoder.encode_texts([WARM_UP_TEXT])
         from PIL import Image
 
         blank = Image.new("RGB", (encoder.image_size, encoder.image_size), (128, 128, 128))
         encoder.encode_images(encoder.preprocess(blank).unsqueeze(0))
-        for target, kind in (("images", "image"), ("texts", "text")):
-            if stats.items.get(kind, {}).get(Status.OK):
-                self.engine.search_text(WARM_UP_TEXT, target=target, k=1)
+        for kind in KINDS:
+            if stats.searchable(kind):
+                self.engine.search_text(WARM_UP_TEXT, target=kind.target, k=1)
         self.ready = True
         counts = ", ".join(f"{c.get(Status.OK, 0)} {kind}s" for kind, c in stats.items.items())
         log.info(
             "model %s loaded and warm in %.1f s; %s",
-            stats.model["name"],
+            stats.model.name,
             time.perf_counter() - started,
             counts,
         )
 
     def item(self, item_id: int) -> Item:
         """A searchable stored item, or 404: ids come from the request, paths never do."""
-        item = self.engine.store.items_by_id([item_id]).get(item_id)
+        item = self.engine.items_by_id([item_id]).get(item_id)
         if item is None or item.status != Status.OK:
             raise HTTPException(404, f"no item {item_id}")
         return item

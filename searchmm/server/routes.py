@@ -18,10 +18,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, HTTPException, Path, Query, UploadFile
 from fastapi.responses import FileResponse, Response
 
+from searchmm import defaults
 from searchmm.defaults import K as DEFAULT_K
 from searchmm.engine.engine import Engine
 from searchmm.errors import SearchmmError
-from searchmm.search.ranking import Hit
+from searchmm.search.hits import Hit
+from searchmm.search.options import SearchKwargs
 from searchmm.vocabulary import Status
 
 from .context import ServerContext, hit_out, item_out
@@ -29,8 +31,8 @@ from .schemas import ERROR_RESPONSES, UPLOAD_RESPONSES, HealthOut, ItemOut, Sear
 from .thumbnails import ThumbnailError
 from .uploads import received_image
 
-MAX_K = 1000
-MAX_OFFSET = 10_000
+MAX_K = defaults.MAX_K
+MAX_OFFSET = defaults.MAX_OFFSET
 MAX_ID = 2**63 - 1  # SQLite's integer range: a larger id is simply not there
 Target = Literal["images", "texts"]
 ItemId = Annotated[int, Path(ge=1, le=MAX_ID, description="the item's id (a hit's `id`)")]
@@ -58,28 +60,27 @@ Params = Annotated[SearchParams, Depends(search_params)]
 
 
 def page(
-    run: Callable[[str, int], list[Hit]], params: SearchParams, response: Response
+    run: Callable[[SearchKwargs], list[Hit]], params: SearchParams, response: Response
 ) -> dict[str, Any]:
-    """Ask the engine for offset+k results and keep the last k: ranks stay global.
+    """One page of results, paged by the engine itself (ranks stay global).
 
     The engine's own time goes out as a `Server-Timing` header, so that a client can tell it
     from the cost of HTTP (bench/server_latency.py reports both)."""
-    wanted = params.k + params.offset
     started = time.perf_counter()
-    hits = run(params.target, wanted)
+    hits = run({"target": params.target, "k": params.k, "offset": params.offset})
     elapsed_ms = (time.perf_counter() - started) * 1000.0
     response.headers["Server-Timing"] = f"search;dur={elapsed_ms:.2f}"
     return {
         "target": params.target,
         "k": params.k,
         "offset": params.offset,
-        "has_more": len(hits) >= wanted,
-        "hits": [hit_out(hit) for hit in hits[params.offset :]],
+        "has_more": len(hits) >= params.k,
+        "hits": [hit_out(hit) for hit in hits],
     }
 
 
-def _search_image(engine: Engine, path: str, target: str, k: int) -> list[Hit]:
-    return engine.search_image(path, target=target, k=k)
+def _search_image(engine: Engine, path: str, options: SearchKwargs) -> list[Hit]:
+    return engine.search_image(path, **options)
 
 
 def api_router(ctx: ServerContext) -> APIRouter:
@@ -98,7 +99,7 @@ def api_router(ctx: ServerContext) -> APIRouter:
         params: Params,
         response: Response,
     ) -> dict[str, Any]:
-        return page(lambda target, k: engine.search_text(q, target=target, k=k), params, response)
+        return page(lambda options: engine.search_text(q, **options), params, response)
 
     @router.post(
         "/search/image",
@@ -142,7 +143,7 @@ def api_router(ctx: ServerContext) -> APIRouter:
     ) -> dict[str, Any]:
         found = ctx.item(item_id)
         params = SearchParams(target or f"{found.kind}s", k, offset)  # type: ignore[arg-type]
-        return page(lambda t, n: engine.search_item(item_id, target=t, k=n), params, response)
+        return page(lambda options: engine.search_item(item_id, **options), params, response)
 
     @router.get(
         "/items/{item_id}/image",
@@ -185,7 +186,7 @@ def api_router(ctx: ServerContext) -> APIRouter:
         try:
             stats = engine.stats()
             counts = {kind: c.get(Status.OK, 0) for kind, c in stats.items.items()}
-            model, indexed = (stats.model or {}).get("name"), True
+            model, indexed = (stats.model.name if stats.model else None), True
         except SearchmmError:  # no store yet, or one that cannot be read: still alive
             counts, model, indexed = {}, None, False
         return {

@@ -27,7 +27,7 @@ class DecodedBatch:
     failures: list[tuple[int, str]]
 
 
-class ImageDataset(torch.utils.data.Dataset):
+class ImageDataset(torch.utils.data.Dataset[dict[str, Any]]):
     """Decodes and preprocesses one path per item; a failure is an error item, never a raise.
 
     `expected` holds each file's (size, mtime_ns) as scanned: a file that no longer matches after
@@ -104,7 +104,7 @@ def image_loader(
     workers: int,
     draft_size: int | None = None,
     expected: Sequence[tuple[int, int]] | None = None,
-) -> torch.utils.data.DataLoader:
+) -> torch.utils.data.DataLoader[dict[str, Any]]:
     """Batches of `DecodedBatch`, in path order, decoded by `workers` processes (0: inline)."""
     extra: dict[str, Any] = {"prefetch_factor": 4} if workers > 0 else {}
     return torch.utils.data.DataLoader(

@@ -29,7 +29,7 @@ def image_extensions() -> frozenset[str]:
     """The base set plus HEIC/HEIF and AVIF when this install can actually decode them."""
     exts = set(IMAGE_EXTENSIONS_BASE)
     try:
-        import pillow_heif  # type: ignore[import-not-found]
+        import pillow_heif
 
         pillow_heif.register_heif_opener()
         exts.update({".heic", ".heif"})
@@ -114,7 +114,7 @@ class _Walker:
             except OSError as err:
                 self.problems[directory] = os_reason(err)
                 continue
-            subdirs = []
+            subdirs: list[tuple[str, os.stat_result]] = []
             for entry in entries:
                 if not self.include_hidden and entry.name.startswith("."):
                     continue
