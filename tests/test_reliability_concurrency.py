@@ -1,4 +1,4 @@
-"""Concurrent use (issue 4): one writer at a time, queries during an ingest, threads sharing one
+"""Concurrent use: one writer at a time, queries during an ingest, threads sharing one
 Engine, a long-lived reader beside another process's writes, and files that change while an
 ingest reads them. Real processes, real SQLite and FAISS, no mocks.
 """

@@ -1,4 +1,4 @@
-"""Crashes and interruptions (issue 4): SIGKILL at random moments loses and duplicates nothing,
+"""Crashes and interruptions: SIGKILL at random moments loses and duplicates nothing,
 Ctrl-C commits the batch in flight, damaged files are caught on open. Real processes only.
 """
 

@@ -1,4 +1,4 @@
-"""Bad inputs among good ones (issue 4): every good item is stored, every bad one is reported with
+"""Bad inputs among good ones: every good item is stored, every bad one is reported with
 a clear reason (JSON and human summary), and nothing stored before is changed.
 
 Everything runs through the real `searchmm` command on real files; the corpus is generated here.

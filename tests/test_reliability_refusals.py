@@ -1,4 +1,4 @@
-"""What is refused before it is read (issue 4): decompression bombs are never decoded, huge
+"""What is refused before it is read: decompression bombs are never decoded, huge
 images decode small, unreadable files are reported, and checkpoints that would run code are
 refused without running it. Real files, real processes: memory is measured in a fresh one.
 """

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from searchmm.vocabulary import Kind, Target
+
 if TYPE_CHECKING:
     from searchmm.ingest.summary import IngestSummary
     from searchmm.search.hits import Hit
@@ -40,9 +42,10 @@ def print_summary(s: IngestSummary) -> None:
 
 def print_hits(hits: Sequence[Hit], target: str) -> None:
     """Plain lines, never truncated: paths must survive pipes and narrow terminals whole."""
-    typer.echo(f"{'rank':>4}  {'score':>7}  {'text' if target.startswith('text') else 'path'}")
+    texts = Target.parse(target) is Target.TEXTS
+    typer.echo(f"{'rank':>4}  {'score':>7}  {'text' if texts else 'path'}")
     for hit in hits:
-        what = hit.text if hit.item.kind == "text" else shown(hit.path)
+        what = hit.text if hit.item.kind is Kind.TEXT else shown(hit.path)
         typer.echo(f"{hit.rank:>4}  {hit.score:>7.4f}  {what}")
 
 

@@ -53,11 +53,11 @@ def query(
     searchmm query "golden retriever" --add "image:./my dog.jpg" --sub "2=text:fruit"
     """
     from searchmm.search.filters import Filters, parse_date, parse_where
-    from searchmm.search.terms import Term, parse_terms
+    from searchmm.search.terms import Scheme, Term, parse_terms
 
-    terms = [Term("text", text)] if text is not None else []
-    terms += [Term("image", str(image))] if image is not None else []
-    terms += [Term("item", str(like))] if like is not None else []
+    terms = [Term(Scheme.TEXT, text)] if text is not None else []
+    terms += [Term(Scheme.IMAGE, str(image))] if image is not None else []
+    terms += [Term(Scheme.ITEM, str(like))] if like is not None else []
     terms += parse_terms(add or (), sub or ())
     if not terms:
         raise typer.BadParameter("give a query TEXT, --image PATH, --like ID or --add TERM")

@@ -31,7 +31,7 @@ from searchmm.model.encoder import Encoder
 from searchmm.model.spec import ModelSpec
 from searchmm.search.hits import Hit
 from searchmm.search.options import SearchKwargs, SearchOptions
-from searchmm.search.terms import Term
+from searchmm.search.terms import Scheme, Term
 from searchmm.settings import resolve_index_dir
 from searchmm.sources.scan import check_root
 from searchmm.store.records import Item
@@ -149,16 +149,16 @@ class Engine:
         return self._searcher.search(terms, SearchOptions.of(options))
 
     def search_text(self, text: str, **options: Unpack[SearchKwargs]) -> list[Hit]:
-        return self.search([Term("text", text)], **options)
+        return self.search([Term(Scheme.TEXT, text)], **options)
 
     def search_image(
         self, path: str | os.PathLike[str], **options: Unpack[SearchKwargs]
     ) -> list[Hit]:
-        return self.search([Term("image", os.fspath(path))], **options)
+        return self.search([Term(Scheme.IMAGE, os.fspath(path))], **options)
 
     def search_item(self, item_id: int, **options: Unpack[SearchKwargs]) -> list[Hit]:
         """More like this: the stored item's own vector as the query (the item itself ranks 1st)."""
-        return self.search([Term("item", str(item_id))], **options)
+        return self.search([Term(Scheme.ITEM, str(item_id))], **options)
 
     def search_vector(self, vector: np.ndarray, **options: Unpack[SearchKwargs]) -> list[Hit]:
         """Search with a normalised vector of the store's model (same options as `search`)."""

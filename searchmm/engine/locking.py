@@ -1,4 +1,4 @@
-"""One writer per index directory (design invariant 6): a lock file that dies with its holder.
+"""One writer per index directory: a lock file that dies with its holder.
 
 The lock is an OS file lock (flock), so a writer that is killed (SIGKILL, out of memory) leaves
 nothing to clean up: the next writer gets the lock at once. filelock 4 detaches the lock's

@@ -18,7 +18,7 @@ from searchmm.search.hits import Hit
 from searchmm.search.options import SearchOptions
 from searchmm.search.query_vectors import image_vector, text_vector
 from searchmm.search.ranking import rank
-from searchmm.search.terms import Term, combine
+from searchmm.search.terms import Scheme, Term, combine
 from searchmm.store.records import Item
 from searchmm.vocabulary import Kind, Target
 
@@ -42,7 +42,7 @@ class Searcher:
 
     def search(self, terms: Sequence[Term], options: SearchOptions) -> list[Hit]:
         """The weighted combination of the terms' vectors, ranked (see `search_vector`)."""
-        needs_model = any(term.scheme != "item" for term in terms)
+        needs_model = any(term.scheme.needs_model for term in terms)
         return self._query(lambda: combine(terms, self._term_vector), needs_model, options)
 
     def search_vector(self, vector: np.ndarray, options: SearchOptions) -> list[Hit]:
@@ -63,9 +63,9 @@ class Searcher:
             return rank(store, index, vector, options, allowed=allowed, exact_filter_limit=limit)
 
     def _term_vector(self, term: Term) -> np.ndarray:
-        if term.scheme == "text":
+        if term.scheme == Scheme.TEXT:
             return text_vector(self.encoder(), term.value)
-        if term.scheme == "image":
+        if term.scheme == Scheme.IMAGE:
             return image_vector(self.encoder(), term.value)
         store = self.directory.store()
         stored = store.get_model()

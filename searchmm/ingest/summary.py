@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from searchmm import defaults
+
 
 @dataclass
 class Failure:
@@ -44,7 +46,7 @@ class IngestSummary:
 @dataclass
 class IngestOptions:
     batch_size: int = 32
-    text_batch_size: int = 256
+    text_batch_size: int = defaults.TEXT_BATCH_SIZE
     workers: int = 0
     include_hidden: bool = False
     texts_in_folders: bool = False

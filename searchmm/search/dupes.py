@@ -13,7 +13,6 @@ import numpy as np
 
 from searchmm.index.faisslib import load_faiss
 
-DEFAULT_THRESHOLD = 0.95
 _CHUNK = 4096  # queries per range search: bounds the result buffers
 
 

@@ -15,12 +15,25 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
 from searchmm.errors import SearchmmError
 
-SCHEMES = ("text", "image", "item")
+
+class Scheme(StrEnum):
+    """What a term's value is: words to encode, an image file to encode, a stored item's id."""
+
+    TEXT = "text"
+    IMAGE = "image"
+    ITEM = "item"
+
+    @property
+    def needs_model(self) -> bool:
+        return self is not Scheme.ITEM
+
+
 _TERM = re.compile(r"(?:(?P<weight>\d+(?:\.\d*)?|\.\d+)=)?(?P<scheme>[a-z]+):(?P<value>.*)", re.S)
 
 
@@ -28,15 +41,18 @@ _TERM = re.compile(r"(?:(?P<weight>\d+(?:\.\d*)?|\.\d+)=)?(?P<scheme>[a-z]+):(?P
 class Term:
     """One part of a query: a text, an image path or a stored item id, with a signed weight."""
 
-    scheme: str
+    scheme: Scheme
     value: str
     weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scheme", Scheme(self.scheme))
 
 
 def parse_term(spec: str, *, sign: float = 1.0) -> Term:
     """`[WEIGHT=]SCHEME:VALUE` -> Term; the sign comes from the option (--add or --sub)."""
     match = _TERM.fullmatch(spec)
-    if match is None or match["scheme"] not in SCHEMES:
+    if match is None or match["scheme"] not in tuple(Scheme):
         raise SearchmmError(
             f"cannot read query term {spec!r}: write [WEIGHT=]text:WORDS, [WEIGHT=]image:PATH "
             "or [WEIGHT=]item:ID (for example 2=text:golden retriever)"
@@ -49,7 +65,7 @@ def parse_term(spec: str, *, sign: float = 1.0) -> Term:
         raise SearchmmError(f"query term {spec!r} is empty")
     if match["scheme"] == "item" and not value.strip().isdigit():
         raise SearchmmError(f"query term {spec!r}: an item is given by its numeric id")
-    return Term(match["scheme"], value, sign * weight)
+    return Term(Scheme(match["scheme"]), value, sign * weight)
 
 
 def parse_terms(add: Sequence[str] = (), sub: Sequence[str] = ()) -> list[Term]:

@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .app import create_app as create_app
 
-__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "create_app", "require_server_extra"]
+__all__ = ["create_app", "require_server_extra"]
 
-DEFAULT_MAX_UPLOAD_BYTES = 20_000_000  # a query image larger than this is refused (413)
 
 # import name -> what pip installs (python-multipart is imported as python_multipart, or
 # as multipart in releases before 0.0.13)

@@ -21,11 +21,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from searchmm import __version__
+from searchmm import __version__, defaults
 from searchmm.engine.engine import Engine
 from searchmm.errors import Category, SearchmmError
 
-from . import DEFAULT_MAX_UPLOAD_BYTES
 from .context import ServerContext
 from .routes import api_router
 from .uploads import UploadLimit
@@ -57,7 +56,7 @@ def create_app(
     engine_or_index_dir: Engine | str | os.PathLike[str] | None,
     *,
     device: str | None = None,
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_upload_bytes: int = defaults.MAX_UPLOAD_BYTES,
     allowed_hosts: Sequence[str] | None = None,
     warm: bool = True,
 ) -> FastAPI:

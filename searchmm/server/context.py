@@ -9,25 +9,24 @@ from typing import Any
 
 from fastapi import HTTPException
 
+from searchmm import defaults
 from searchmm.engine.engine import Engine
 from searchmm.errors import SearchmmError
 from searchmm.search.hits import Hit
 from searchmm.store.records import Item
 from searchmm.vocabulary import KINDS, Kind, Status
 
-from . import DEFAULT_MAX_UPLOAD_BYTES
 from .thumbnails import ThumbnailCache
 
 log = logging.getLogger("searchmm.server")
 
-DEFAULT_THUMBNAIL_SIZE = 256
 WARM_UP_TEXT = "a photo"
 
 
 @dataclass
 class ServerContext:
     engine: Engine
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_upload_bytes: int = defaults.MAX_UPLOAD_BYTES
     owns_engine: bool = False
     ready: bool = False
     thumbnails: ThumbnailCache = field(init=False)
@@ -84,7 +83,7 @@ def item_urls(item: Item) -> dict[str, str]:
     if item.kind != Kind.IMAGE:
         return {}
     return {
-        "thumbnail_url": f"/api/items/{item.id}/thumbnail?size={DEFAULT_THUMBNAIL_SIZE}",
+        "thumbnail_url": f"/api/items/{item.id}/thumbnail?size={defaults.THUMBNAIL_SIZE}",
         "image_url": f"/api/items/{item.id}/image",
     }
 

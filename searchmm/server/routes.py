@@ -24,7 +24,7 @@ from searchmm.engine.engine import Engine
 from searchmm.errors import SearchmmError
 from searchmm.search.hits import Hit
 from searchmm.search.options import SearchKwargs
-from searchmm.vocabulary import Status
+from searchmm.vocabulary import Status, Target
 
 from .context import ServerContext, hit_out, item_out
 from .schemas import ERROR_RESPONSES, UPLOAD_RESPONSES, HealthOut, ItemOut, SearchOut
@@ -34,8 +34,9 @@ from .uploads import received_image
 MAX_K = defaults.MAX_K
 MAX_OFFSET = defaults.MAX_OFFSET
 MAX_ID = 2**63 - 1  # SQLite's integer range: a larger id is simply not there
-Target = Literal["images", "texts"]
+TargetName = Literal["images", "texts"]
 ItemId = Annotated[int, Path(ge=1, le=MAX_ID, description="the item's id (a hit's `id`)")]
+ThumbnailSize = Annotated[int, Query(ge=16, le=1024, description="longer side, pixels")]
 
 
 @dataclass
@@ -49,11 +50,11 @@ class SearchParams:
 
 
 def search_params(
-    target: Annotated[Target, Query(description="what to search")] = "images",
+    target: Annotated[TargetName, Query(description="what to search")] = "images",
     k: Annotated[int, Query(ge=1, le=MAX_K, description="results per page")] = DEFAULT_K,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="results to skip (paging)")] = 0,
 ) -> SearchParams:
-    return SearchParams(target, k, offset)
+    return SearchParams(Target(target), k, offset)
 
 
 Params = Annotated[SearchParams, Depends(search_params)]
@@ -71,7 +72,7 @@ def page(
     elapsed_ms = (time.perf_counter() - started) * 1000.0
     response.headers["Server-Timing"] = f"search;dur={elapsed_ms:.2f}"
     return {
-        "target": params.target,
+        "target": params.target.value,
         "k": params.k,
         "offset": params.offset,
         "has_more": len(hits) >= params.k,
@@ -139,10 +140,12 @@ def api_router(ctx: ServerContext) -> APIRouter:
         response: Response,
         k: Annotated[int, Query(ge=1, le=MAX_K)] = DEFAULT_K,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-        target: Annotated[Target | None, Query(description="default: the item's own kind")] = None,
+        target: Annotated[
+            TargetName | None, Query(description="default: the item's own kind")
+        ] = None,
     ) -> dict[str, Any]:
         found = ctx.item(item_id)
-        params = SearchParams(target or f"{found.kind}s", k, offset)  # type: ignore[arg-type]
+        params = SearchParams(Target(target) if target else found.kind.target, k, offset)
         return page(lambda options: engine.search_item(item_id, **options), params, response)
 
     @router.get(
@@ -166,7 +169,9 @@ def api_router(ctx: ServerContext) -> APIRouter:
     )
     def thumbnail(
         item_id: ItemId,
-        size: Annotated[int, Query(ge=16, le=1024, description="longer side, pixels")] = 256,
+        size: Annotated[
+            int, Query(ge=16, le=1024, description="longer side, pixels")
+        ] = defaults.THUMBNAIL_SIZE,
     ) -> Response:
         found = ctx.image_item(item_id)
         try:

@@ -6,7 +6,9 @@ import ipaddress
 import logging
 import os
 
-from . import DEFAULT_MAX_UPLOAD_BYTES, require_server_extra
+from searchmm import defaults
+
+from . import require_server_extra
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 
@@ -30,7 +32,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     device: str | None = None,
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_upload_bytes: int = defaults.MAX_UPLOAD_BYTES,
     log_level: str = "info",
 ) -> None:
     """Load the model, then serve until interrupted (Ctrl-C or SIGTERM stop it cleanly)."""
