@@ -50,7 +50,9 @@ bench_app = typer.Typer(
 Images = Annotated[Path, typer.Option("--images", help="Folder holding the dataset's images")]
 Ks = Annotated[
     list[int] | None,
-    typer.Option("--k", "-k", help="A K of Recall@K; repeat for several: --k 1 --k 5 --k 10"),
+    typer.Option(
+        "--k", "-k", metavar="K", help="A K of Recall@K; repeat for several: --k 1 --k 5 --k 10"
+    ),
 ]
 BenchIndexDir = Annotated[
     Path | None,

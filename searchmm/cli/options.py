@@ -50,6 +50,9 @@ ModelConfig = Annotated[
 ]
 
 
+SHORT_HELP_LIMIT = 200  # characters of a command's first help line shown in its group's list
+
+
 class Group(typer.core.TyperGroup):
     """A command group whose unused --help is False rather than None: typer coerces a None flag
     through pydantic, an import that costs more than typer itself on every `searchmm COMMAND`."""
@@ -59,6 +62,17 @@ class Group(typer.core.TyperGroup):
         if option is not None:
             option.default = False
         return option
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """Each command's first line whole, wrapped, where click would cut it with '...'."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=SHORT_HELP_LIMIT)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 DEFAULT_DEVICE = "auto"

@@ -21,10 +21,15 @@ def query(
     like: Annotated[int | None, typer.Option("--like", help="More like this item id")] = None,
     add: Annotated[
         list[str] | None,
-        typer.Option("--add", help="Add a term: [WEIGHT=]text:WORDS | image:PATH | item:ID"),
+        typer.Option(
+            "--add",
+            metavar="TERM",
+            help="Add a term: [WEIGHT=]text:WORDS | image:PATH | item:ID",
+        ),
     ] = None,
     sub: Annotated[
-        list[str] | None, typer.Option("--sub", help="Subtract a term (same syntax as --add)")
+        list[str] | None,
+        typer.Option("--sub", metavar="TERM", help="Subtract a term (same syntax as --add)"),
     ] = None,
     target: Annotated[str, typer.Option(help="images or texts")] = "images",
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results")] = defaults.K,
@@ -40,7 +45,8 @@ def query(
     min_width: Annotated[int | None, typer.Option(help="Only images at least this wide")] = None,
     min_height: Annotated[int | None, typer.Option(help="Only images at least this tall")] = None,
     where: Annotated[
-        list[str] | None, typer.Option("--where", help="Only items whose metadata KEY=VALUE")
+        list[str] | None,
+        typer.Option("--where", metavar="KEY=VALUE", help="Only items whose metadata KEY=VALUE"),
     ] = None,
     index_dir: IndexDir = None,
     device: Device = DEFAULT_DEVICE,

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from searchmm.sources.files import FILE_VANISHED
+from searchmm.sources.files import os_reason
 
 _ORIENTATION_TAG = 0x0112
 # Orientations 5-8 turn the image a quarter: the displayed width is the stored height.
@@ -125,12 +125,8 @@ def load_image(path: str, *, draft_size: int | None = None) -> tuple[Image.Image
     """Decode `path` to RGB; return it with the original (displayed) size, or raise a reason."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
-        raise ImageDecodeError(FILE_VANISHED) from None
-    except PermissionError:
-        raise ImageDecodeError("permission denied") from None
     except OSError as err:
-        raise ImageDecodeError(f"cannot access file: {err.strerror or err}") from None
+        raise ImageDecodeError(os_reason(err)) from None
     if not stat.S_ISREG(st.st_mode):
         raise ImageDecodeError("not a regular file")  # never block on a FIFO or a device
     if st.st_size == 0:
@@ -143,10 +139,8 @@ def load_image(path: str, *, draft_size: int | None = None) -> tuple[Image.Image
         raise ImageDecodeError(_too_large(Image.MAX_IMAGE_PIXELS, None, str(err))) from None
     except UnidentifiedImageError:
         raise ImageDecodeError("not an image (cannot identify image file)") from None
-    except FileNotFoundError:
-        raise ImageDecodeError(FILE_VANISHED) from None
-    except PermissionError:
-        raise ImageDecodeError("permission denied") from None
+    except (FileNotFoundError, PermissionError) as err:  # PIL's own OSErrors mean bad data
+        raise ImageDecodeError(os_reason(err)) from None
     except MemoryError:
         raise ImageDecodeError("out of memory while decoding") from None
     except Exception as err:
