@@ -206,7 +206,7 @@ def record(
     from rich.console import Console
     from rich.table import Table
 
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
     machine = machine_info()
     verdicts = [

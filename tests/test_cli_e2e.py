@@ -10,14 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (
-    COCO_SAMPLE,
-    bare_open_clip_text_vector,
-    cli_json,
-    run_cli,
-    stored_items,
-    stored_vectors,
-)
+
+from helpers.cli import cli_json, run_cli
+from helpers.files import COCO_SAMPLE
+from helpers.model import bare_open_clip_text_vector
+from helpers.store import stored_items, stored_vectors
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

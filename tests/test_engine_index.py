@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_json, index_ids, make_image, run_cli, stored_items
 
+from helpers.cli import cli_json, run_cli
+from helpers.files import make_image
+from helpers.store import index_ids, stored_items
 from searchmm import Engine, ModelSpec, SearchmmError
 
 

@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import COCO_SAMPLE, make_image, run_cli, stored_items, stored_vectors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.cli import run_cli
+from helpers.files import COCO_SAMPLE, make_image
+from helpers.store import stored_items, stored_vectors
 from searchmm import Engine, ModelSpec, SearchmmError
 from searchmm.evaluation import (
     EvaluationReport,

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cli_json, run_cli, stored_vectors
 
+from helpers.cli import cli_json, run_cli
+from helpers.store import stored_vectors
 from searchmm import ModelLoadError, ModelSpec
 from searchmm.model.loading import load_encoder
 

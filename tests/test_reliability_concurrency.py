@@ -8,67 +8,19 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import sys
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import cli_json, index_ids, make_image, run_cli, stored_items
-from PIL import Image
 
+from helpers.cli import SEARCHMM, cli_json, run_cli
+from helpers.files import make_image, slow_pngs
+from helpers.processes import ingest_process, wait_until
+from helpers.store import embedded, index_ids, stored_items
 from searchmm import Engine, ModelSpec
 from searchmm.sources.files import FILE_CHANGED, FILE_VANISHED
-
-SEARCHMM = str(Path(sys.executable).with_name("searchmm"))
-
-
-def slow_pngs(folder: Path, count: int, side: int = 4500) -> list[Path]:
-    """`count` distinct files that each take ~0.2 s to decode: one large PNG saved once, then
-    told apart by a text chunk (so each has its own digest and is decoded, not copied)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    gray = Image.linear_gradient("L").resize((side, side))
-    template = folder / "template.tmp"
-    Image.merge("RGB", (gray, gray.rotate(90), gray.rotate(180))).save(
-        template, "PNG", compress_level=1
-    )
-    raw = template.read_bytes()
-    template.unlink()
-    after_ihdr = 8 + 25  # signature, then the IHDR chunk
-    paths = []
-    for i in range(count):
-        body = b"Comment\x00copy %d" % i
-        chunk = len(body).to_bytes(4, "big") + b"tEXt" + body
-        chunk += zlib.crc32(b"tEXt" + body).to_bytes(4, "big")
-        paths.append(folder / f"slow-{i:03d}.png")
-        paths[-1].write_bytes(raw[:after_ihdr] + chunk + raw[after_ihdr:])
-    return paths
-
-
-def embedded(index_dir: Path) -> int:
-    """How many vectors are committed, read straight from SQLite (0 before the store exists)."""
-    try:
-        with sqlite3.connect(index_dir / "searchmm.db", timeout=5) as db:
-            return db.execute("SELECT count(*) FROM embeddings").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
-def wait_until(ready: Callable[[], bool], process: subprocess.Popen, limit: float = 180) -> None:
-    """Poll `ready` while `process` runs; fail if it ends first or time runs out."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and process.poll() is None:
-        if ready():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"not ready in time (process exit code {process.poll()})")
-
-
-def ingest_process(*args: object) -> subprocess.Popen:
-    command = [SEARCHMM, "ingest", *map(str, args), "--json"]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_one_writer_at_a_time_and_queries_see_each_commit(

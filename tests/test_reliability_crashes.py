@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_json, index_ids, make_image, run_cli, stored_items
-from test_reliability_concurrency import SEARCHMM, embedded, slow_pngs, wait_until
 
+from helpers.cli import SEARCHMM, cli_json, run_cli
+from helpers.files import make_image, slow_pngs
+from helpers.processes import wait_until
+from helpers.store import embedded, index_ids, stored_items
 from searchmm import Engine, ModelSpec, SearchmmError
 from searchmm.index.vector_index import VectorIndex
 from searchmm.sources.files import file_digest

@@ -10,18 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (
-    bare_open_clip_text_vector,
-    cli_json,
-    make_image,
-    run_cli,
-    stored_items,
-    stored_vectors,
-)
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from helpers.cli import cli_json, run_cli
+from helpers.files import make_image
+from helpers.model import bare_open_clip_text_vector
+from helpers.store import stored_items, stored_vectors
 from searchmm import Engine, ModelSpec, SearchmmError
 from searchmm.search import ranking
 from searchmm.search.filters import Filters

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COCO_SAMPLE, cli_json, make_image, run_cli, stored_items, stored_vectors
+
+from helpers.cli import cli_json, run_cli
+from helpers.files import COCO_SAMPLE, make_image
+from helpers.store import stored_items, stored_vectors
 
 
 @pytest.fixture
