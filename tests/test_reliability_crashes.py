@@ -21,7 +21,7 @@ import pytest
 
 from helpers.cli import SEARCHMM, cli_json, run_cli
 from helpers.files import make_image, slow_pngs
-from helpers.processes import wait_until
+from helpers.processes import open_paths, ready_or_exited, wait_until
 from helpers.store import embedded, index_ids, stored_items
 from searchmm import Engine, ModelSpec, SearchmmError
 from searchmm.index.vector_index import VectorIndex
@@ -128,17 +128,16 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
                  tiny_config, "--batch-size", "8", "--workers", str(attempt % 2), "--json"],
                 stdout=subprocess.DEVNULL, stderr=stderr,
             )  # fmt: skip
-        try:
-            if target == "early":
-                time.sleep(rng.uniform(0.2, phases["first commit"]))
-            elif target == "encode":
-                wait_until(lambda seq=seq_before: change_seq(index_dir) > seq, process)
+        # The kill lands a random time after a moment; a run that finishes before the moment
+        # comes is a completed run, checked all the same (its exit status below must be 0).
+        if target == "early":
+            time.sleep(rng.uniform(0.2, phases["first commit"]))  # the random moment itself
+        elif target == "encode":
+            moment = "its first commit"
+            if ready_or_exited(lambda seq=seq_before: change_seq(index_dir) > seq, process, moment):
                 time.sleep(rng.uniform(0.0, 0.05))
-            else:
-                wait_until(all_current, process)
-                time.sleep(rng.uniform(0.0, 0.05))
-        except AssertionError:
-            pass  # it finished before the moment came: a completed run, checked all the same
+        elif ready_or_exited(all_current, process, "every file is committed"):
+            time.sleep(rng.uniform(0.0, 0.05))
         process.kill()
         process.wait(timeout=300)
         # Never refused: a killed writer leaves no stale lock, even with a decode worker left.
@@ -206,7 +205,7 @@ def test_sigkill_half_way_through_a_text_file_resumes_it(tmp_path: Path, tiny_co
         [SEARCHMM, "ingest", texts, "--index-dir", index_dir, "--model-config", tiny_config],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    wait_until(lambda: embedded(index_dir) > 0, process)
+    wait_until(lambda: embedded(index_dir) > 0, process, "the first lines are committed")
     process.kill()
     process.wait(timeout=60)
     committed = embedded(index_dir)
@@ -222,24 +221,36 @@ def test_sigkill_half_way_through_a_text_file_resumes_it(tmp_path: Path, tiny_co
 
 def _ctrl_c(folder: Path, index_dir: Path, config: Path, workers: int, presses: int) -> tuple:
     """Run an ingest in its own process group, as a terminal does, and press Ctrl-C once the
-    second batch is being decoded; returns (exit code, stdout, stderr, vectors before)."""
-    process = subprocess.Popen(
-        [SEARCHMM, "ingest", folder, "--index-dir", index_dir, "--model-config", config,
-         "--batch-size", "8", "--workers", str(workers), "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+    second batch is being decoded (a file not yet committed is open, after the first commit);
+    a second press waits for the first one's message. Returns (exit code, stdout, stderr,
+    vectors before)."""
+    errors = index_dir.parent / f"ctrl-c-{workers}-{presses}.stderr"
+    with errors.open("w") as stderr:
+        process = subprocess.Popen(
+            [SEARCHMM, "ingest", folder, "--index-dir", index_dir, "--model-config", config,
+             "--batch-size", "8", "--workers", str(workers), "--json"],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
+        )  # fmt: skip
+    slow = {str(p) for p in folder.glob("slow-*.png")}
     try:
         start = embedded(index_dir)
-        wait_until(lambda: embedded(index_dir) > start, process)
-        time.sleep(0.3)  # well inside the next batch: 8 files of ~0.2 s each
+
+        def next_batch_decoding() -> bool:
+            if embedded(index_dir) <= start:
+                return False
+            return bool(open_paths(process.pid) & (slow - set(stored_items(index_dir, "image"))))
+
+        wait_until(next_batch_decoding, process, "a file of the next batch is open")
         before = embedded(index_dir)
-        for _ in range(presses):
+        os.killpg(process.pid, signal.SIGINT)
+        if presses == 2:
+            stopping = "searchmm: stopping after the current batch"
+            wait_until(lambda: stopping in errors.read_text(), process, "the first Ctrl-C is seen")
             os.killpg(process.pid, signal.SIGINT)
-            time.sleep(0.05)
-        stdout, stderr = process.communicate(timeout=300)
+        stdout, _ = process.communicate(timeout=300)
     finally:
         process.kill()
-    return process.returncode, stdout, stderr, before
+    return process.returncode, stdout, errors.read_text(), before
 
 
 def test_ctrl_c_commits_the_batch_in_flight_then_stops(tmp_path: Path, tiny_config: Path) -> None:

@@ -47,17 +47,21 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def bytes_read(pid: int) -> int:
-    """What `pid` and its children have read so far (rchar in /proc/PID/io)."""
-    total = 0
+def open_paths(pid: int) -> set[str]:
+    """The files `pid` and its children have open now, from /proc."""
+    paths = set()
     for each in descendants(pid):
+        fds = Path(f"/proc/{each}/fd")
         try:
-            for line in Path(f"/proc/{each}/io").read_text().splitlines():
-                if line.startswith("rchar:"):
-                    total += int(line.split()[1])
+            links = list(fds.iterdir())
         except OSError:
             continue  # it ended meanwhile
-    return total
+        for link in links:
+            try:
+                paths.add(os.readlink(link))
+            except OSError:
+                continue  # closed meanwhile
+    return paths
 
 
 def ingest_process(*args: object, stderr: int | object = subprocess.PIPE) -> subprocess.Popen:
