@@ -6,6 +6,7 @@ ingest reads them. Real processes, real SQLite and FAISS, no mocks.
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import time
@@ -36,11 +37,14 @@ def test_one_writer_at_a_time_and_queries_see_each_commit(
     with Engine(index_dir) as reader:  # a long-lived reader in this process
         reader.search_text("warm up", k=1)  # its model is loaded before the writer starts
         writer = ingest_process(folder, "--index-dir", index_dir, "--batch-size", "8")
+        waiter = None
         try:
-            wait_until(lambda: embedded(index_dir) > 8, writer)
+            wait_until(lambda: embedded(index_dir) > 8, writer, "the writer's first commit")
+            # Paused, the writer holds its lock and cannot end while a second one is refused.
+            writer.send_signal(signal.SIGSTOP)
             # A second writer without --wait is refused at once, with one clear line.
             refused = run_cli("ingest", folder, "--index-dir", index_dir, check=False)
-            assert writer.poll() is None, "the first writer ended too soon to be contended"
+            assert writer.poll() is None
             assert refused.returncode == 1 and refused.stdout == ""
             assert refused.stderr == (
                 f"searchmm: error: another searchmm process is writing to {index_dir}; "
@@ -49,26 +53,36 @@ def test_one_writer_at_a_time_and_queries_see_each_commit(
             # One with --wait waits for the first to finish, then finds nothing left to do.
             waiter = ingest_process(folder, "--index-dir", index_dir, "--wait", "300")
             seen: list[tuple[int, int, int]] = []
-            cli_query = None
-            while writer.poll() is None:
+            cli_bounds = embedded(index_dir)  # a query from another process, too
+            cli_query = subprocess.Popen(
+                [SEARCHMM, "query", "x", "-k", "1000", "--index-dir", index_dir, "--json"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(5):  # at five commits, a query with the writer paused there
+                last = embedded(index_dir)
+                writer.send_signal(signal.SIGCONT)
+                wait_until(lambda n=last: embedded(index_dir) > n, writer, "the next commit")
+                writer.send_signal(signal.SIGSTOP)
+                committed = embedded(index_dir)
+                hits = reader.search_text("a photo", k=1000)
+                assert len(hits) == committed == embedded(index_dir)
+                seen.append((committed, len(hits), committed))
+            writer.send_signal(signal.SIGCONT)
+            while writer.poll() is None:  # then queries while it runs
                 before = embedded(index_dir)
                 hits = reader.search_text("a photo", k=1000)
                 seen.append((before, len(hits), embedded(index_dir)))
                 time.sleep(0.05)  # leave the writer a core
                 assert {h.path for h in hits} <= {str(p) for p in folder.rglob("*.png")}
-                if cli_query is None:  # a query from another process, too
-                    cli_bounds = embedded(index_dir)
-                    cli_query = subprocess.Popen(
-                        [SEARCHMM, "query", "x", "-k", "1000", "--index-dir", index_dir, "--json"],
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        text=True,
-                    )
             written = json.loads(writer.communicate(timeout=300)[0])
             waited = json.loads(waiter.communicate(timeout=300)[0])
             cli_out, cli_err = cli_query.communicate(timeout=300)
         finally:
             writer.kill()
+            if waiter is not None:
+                waiter.kill()
     assert written["new"] == 300 and waiter.returncode == 0
     assert (waited["unchanged"], waited["encoded_images"], waited["new"]) == (308, 0, 0)
     # Every query during the ingest succeeded and saw at least what was committed when it
@@ -169,11 +183,13 @@ def test_files_deleted_or_changed_while_the_ingest_runs(tmp_path: Path, tiny_con
         "--workers", "0", "--batch-size", "4",
     )  # fmt: skip
     try:
-        wait_until(lambda: embedded(index_dir) > 0, ingest)
+        wait_until(lambda: embedded(index_dir) > 0, ingest, "the first commit")
+        ingest.send_signal(signal.SIGSTOP)  # paused at the slow files: it cannot reach the end
         vanishing.unlink()
         make_image(changing, seed=3, size=(120, 80))  # new bytes, new size
         notes.write_text("second version, longer\n")
-        assert ingest.poll() is None, "the ingest ended before the files were changed"
+        assert ingest.poll() is None
+        ingest.send_signal(signal.SIGCONT)
         stdout, stderr = ingest.communicate(timeout=300)
     finally:
         ingest.kill()
