@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers.cli import run_cli
+from helpers.cli import invoke
 from helpers.files import COCO_SAMPLE, make_image
 from helpers.store import stored_items, stored_vectors
 from searchmm import Engine, ModelSpec, SearchmmError
@@ -619,7 +619,7 @@ def test_bench_coco_cli_on_the_sample(tmp_path: Path, tiny_config: Path) -> None
         "--workers",
         "0",
     ]
-    first = run_cli(*common, "--output", out)
+    first = invoke(*common, "--output", out)
     assert "| image_retrieval_recall@1 |" in first.stdout  # the table on stdout
     report = json.loads((out / "coco-all.json").read_text())
     assert "| text_retrieval_median_rank |" in (out / "coco-all.md").read_text()
@@ -641,7 +641,7 @@ def test_bench_coco_cli_on_the_sample(tmp_path: Path, tiny_config: Path) -> None
     assert report["timings"]["images_encoded"] == 100 and report["timings"]["images_per_s"] > 0
     assert report["index"] is None and report["published"] is None
 
-    second = json.loads(run_cli(*common, "--json", "--index-spec", "HNSW32").stdout)
+    second = json.loads(invoke(*common, "--json", "--index-spec", "HNSW32").stdout)
     assert second["timings"]["images_encoded"] == 0 and second["timings"]["texts_encoded"] == 0
     assert second["timings"]["cached"] is True
     assert second["metrics"] == metrics
@@ -682,14 +682,14 @@ def _ranks_from_the_store(index_dir: Path) -> dict[str, np.ndarray]:
 def test_bench_cli_errors(tmp_path: Path, flickr_set: Path) -> None:
     images = tmp_path / "images"
     (images / sorted(p.name for p in images.iterdir())[0]).unlink()
-    result = run_cli(
+    result = invoke(
         "bench", "flickr", "--karpathy", flickr_set, "--images", images, "--index-dir",
         tmp_path / "idx", check=False,
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("searchmm: error: 1 of the 6 images")
     assert "--allow-missing" in result.stderr and "Traceback" not in result.stderr
-    both = run_cli(
+    both = invoke(
         "bench", "flickr", "--karpathy", flickr_set, "--token-file", flickr_set,
         "--images", images, check=False,
     )  # fmt: skip
