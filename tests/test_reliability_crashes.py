@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.cli import SEARCHMM, cli_json, run_cli
+from helpers.cli import SEARCHMM, invoke, invoke_json
 from helpers.files import make_image, slow_pngs
 from helpers.processes import open_paths, ready_or_exited, wait_until
 from helpers.store import embedded, index_ids, stored_items
@@ -172,7 +172,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     state = stored_state(index_dir)
     files = {str(p): file_digest(str(p)) for p in folder.iterdir()}
     missing = sum(1 for path, digest in files.items() if state.get(path, (0, ""))[1] != digest)
-    summary = cli_json("ingest", folder, "--index-dir", index_dir)
+    summary = invoke_json("ingest", folder, "--index-dir", index_dir)
     assert summary["encoded_images"] == missing and summary["failed"] == []
     final = stored_state(index_dir)
     assert {p: d for p, (_, d, _) in final.items()} == files  # one item per file, current
@@ -184,7 +184,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     for path in untouched:  # vectors equal those of an ingest that was never interrupted
         a, b = (np.frombuffer(s[path][2], np.float32) for s in (final, reference))
         np.testing.assert_allclose(a, b, atol=1e-5)
-    hits = cli_json("query", "a gradient", "--index-dir", index_dir, "-k", "5")
+    hits = invoke_json("query", "a gradient", "--index-dir", index_dir, "-k", "5")
     assert len(hits) == 5 and {h["id"] for h in hits} <= set(index_ids(index_dir, "image"))
     print(f"completing run encoded {missing}; {len(final)} files, {len(final)} items, 0 duplicates")
 
@@ -210,7 +210,7 @@ def test_sigkill_half_way_through_a_text_file_resumes_it(tmp_path: Path, tiny_co
     process.wait(timeout=60)
     committed = embedded(index_dir)
     assert 0 < committed < 2000, committed
-    summary = cli_json("ingest", texts, "--index-dir", index_dir)
+    summary = invoke_json("ingest", texts, "--index-dir", index_dir)
     assert summary["encoded_texts"] == 2000 - committed and summary["failed"] == []
     assert len(stored_items(index_dir, "text")) == 2000
     # Only now does every row carry the file's size: the next ingest skips the file unread.
@@ -263,7 +263,7 @@ def test_ctrl_c_commits_the_batch_in_flight_then_stops(tmp_path: Path, tiny_conf
     assert summary["interrupted"] and before == 2
     assert summary["new"] == summary["encoded_images"] == embedded(index_dir) == 10
     assert index_ids(index_dir, "image") == set(stored_items(index_dir, "image").values())
-    resumed = cli_json("ingest", folder, "--index-dir", index_dir)
+    resumed = invoke_json("ingest", folder, "--index-dir", index_dir)
     assert (resumed["unchanged"], resumed["encoded_images"]) == (10, 16)
 
 
@@ -282,7 +282,7 @@ def test_ctrl_c_with_decode_workers_and_twice(tmp_path: Path, tiny_config: Path)
     assert code == 130 and stdout == "" and stderr.endswith("searchmm: interrupted\n"), stderr
     assert before <= embedded(index_dir) < 34
     stored_state(index_dir)
-    resumed = cli_json("ingest", folder, "--index-dir", index_dir)
+    resumed = invoke_json("ingest", folder, "--index-dir", index_dir)
     assert resumed["new"] + resumed["unchanged"] == 34 == embedded(index_dir)
     assert index_ids(index_dir, "image") == set(stored_items(index_dir, "image").values())
 
@@ -316,7 +316,7 @@ def pristine(
 ) -> Path:
     """One ingested index, made once; each test damages its own copy."""
     index_dir = tmp_path_factory.mktemp("pristine") / "idx"
-    run_cli("ingest", real_photos, "--index-dir", index_dir, "--model-config", tiny_config)
+    invoke("ingest", real_photos, "--index-dir", index_dir, "--model-config", tiny_config)
     return index_dir
 
 
@@ -340,7 +340,7 @@ def test_a_damaged_database_is_one_clear_error(
         db.write_bytes(data[: 2 * page] + np.random.default_rng(2).bytes(len(data) - 2 * page))
     photos = real_photos
     for command in (["query", "a cat"], ["stats"], ["ingest", photos], ["remove", photos]):
-        result = run_cli(*command, "--index-dir", ingested, check=False)
+        result = invoke(*command, "--index-dir", ingested, check=False)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and result.stdout == "", (command, result.stdout)
         assert len(lines) == 1 and lines[0].startswith(f"searchmm: error: {db} is damaged"), lines
@@ -357,7 +357,7 @@ def test_a_damaged_index_is_rebuilt_by_the_next_writer(
         index_file.unlink()
     else:
         index_file.write_bytes(index_file.read_bytes()[:-100])
-    result = run_cli("ingest", real_photos, "--index-dir", ingested, "--json")
+    result = invoke("ingest", real_photos, "--index-dir", ingested, "--json")
     assert "rebuilding it from the store" in result.stderr
     assert json.loads(result.stdout)["encoded_images"] == 0  # rebuilt, not encoded again
     assert index_ids(ingested, "image") == ids
