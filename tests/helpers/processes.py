@@ -12,7 +12,7 @@ from helpers.cli import SEARCHMM
 
 
 def wait_until(
-    ready: Callable[[], bool], process: subprocess.Popen, what: str, limit: float = 180
+    ready: Callable[[], bool], process: subprocess.Popen[str], what: str, limit: float = 180
 ) -> None:
     """Poll `ready` while `process` runs; fail if it ends first or time runs out."""
     if not ready_or_exited(ready, process, what, limit):
@@ -20,7 +20,7 @@ def wait_until(
 
 
 def ready_or_exited(
-    ready: Callable[[], bool], process: subprocess.Popen, what: str, limit: float = 180
+    ready: Callable[[], bool], process: subprocess.Popen[str], what: str, limit: float = 180
 ) -> bool:
     """True once `ready`, False if `process` ended first; fails when time runs out."""
     deadline = time.monotonic() + limit
@@ -64,8 +64,10 @@ def open_paths(pid: int) -> set[str]:
     return paths
 
 
-def ingest_process(*args: object, stderr: int | object = subprocess.PIPE) -> subprocess.Popen:
-    """`searchmm ingest ARGS --json` as a child process, stdout piped."""
+def ingest_process(*args: object) -> subprocess.Popen[str]:
+    """`searchmm ingest ARGS --json` as a child process, stdout and stderr piped."""
     command = [SEARCHMM, "ingest", *map(str, args), "--json"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
