@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cli import SEARCHMM, cli_json, run_cli
+from helpers.cli import SEARCHMM, cli_json, invoke, run_cli
 from helpers.files import make_image, slow_pngs
 from helpers.processes import ingest_process, wait_until
 from helpers.store import embedded, index_ids, stored_items
@@ -30,7 +30,7 @@ def test_one_writer_at_a_time_and_queries_see_each_commit(
     folder, index_dir = tmp_path / "photos", tmp_path / "idx"
     for i in range(8):
         make_image(folder / "a" / f"{i:03d}.png", seed=i)
-    run_cli("ingest", folder, "--index-dir", index_dir, "--model-config", tiny_config)
+    invoke("ingest", folder, "--index-dir", index_dir, "--model-config", tiny_config)
     for i in range(300):
         make_image(folder / "b" / f"{i:03d}.png", seed=1000 + i, size=(64, 48))
 

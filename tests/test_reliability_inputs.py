@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from skimage import data as skdata
 
-from helpers.cli import run_cli
+from helpers.cli import invoke, run_cli
 from helpers.files import bomb_png, huge_jpeg, make_image
 from helpers.store import index_ids, stored_vectors
 from searchmm.sources.files import display_path
@@ -262,7 +262,7 @@ def test_a_corpus_of_bad_inputs_among_good_ones(
     root, index_dir = tmp_path / "corpus", tmp_path / "idx"
     library = root / "library"
     shutil.copytree(real_photos, library)
-    run_cli("ingest", library, "--index-dir", index_dir, "--model-config", tiny_config)
+    invoke("ingest", library, "--index-dir", index_dir, "--model-config", tiny_config)
     before = snapshot(index_dir)
     assert len(before) == len(list(library.iterdir()))
     shutil.copytree(index_dir, tmp_path / "idx-human")  # the same start for the human summary
