@@ -48,7 +48,7 @@ FLATNESS_TARGET = 1.2
 INCREMENTAL_TARGET = 1.5
 SHARD = 1000  # images per cache folder
 GENERATOR_VERSION = 1  # bump when generate_shard changes, so old caches are regenerated
-# The same architecture as tests/conftest.py TINY_CONFIG (3.6M parameters).
+# The same architecture as tests/helpers/files.py TINY_CONFIG (3.6M parameters).
 TINY_CONFIG = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 32},

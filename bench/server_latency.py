@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,8 +20,10 @@ import numpy as np
 from query_latency import QUERIES
 
 from searchmm import Engine
-from searchmm.server.process import ServerProcess
 from searchmm.settings import resolve_device
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers.server import ServerProcess
 
 TARGET = 1.3
 

@@ -10,14 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (
-    COCO_SAMPLE,
-    bare_open_clip_text_vector,
-    cli_json,
-    run_cli,
-    stored_items,
-    stored_vectors,
-)
+
+from helpers.cli import cli_json, invoke, invoke_json, run_cli
+from helpers.files import COCO_SAMPLE
+from helpers.model import bare_open_clip_text_vector
+from helpers.store import stored_items, stored_vectors
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -103,32 +100,32 @@ def test_text_query_ranking_equals_brute_force(
 
 def test_table_output_and_text_target(tmp_path: Path, photo_dir: Path, tiny_config: Path) -> None:
     index_dir = tmp_path / "idx"
-    run_cli("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
-    table = run_cli("query", "a rocket", "--index-dir", index_dir, "-k", "2").stdout
+    invoke("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
+    table = invoke("query", "a rocket", "--index-dir", index_dir, "-k", "2").stdout
     lines = [line for line in table.splitlines() if line.strip()]
     assert lines[0].split() == ["rank", "score", "path"] and len(lines) == 3
     assert str(photo_dir) in lines[1]
 
-    no_texts = run_cli(
+    no_texts = invoke(
         "query", "a rocket", "--target", "texts", "--index-dir", index_dir, check=False
     )
     assert no_texts.returncode == 1 and "holds no texts" in no_texts.stderr
 
-    stats = cli_json("stats", "--index-dir", index_dir)
+    stats = invoke_json("stats", "--index-dir", index_dir)
     assert stats["items"]["image"]["ok"] == len(_images_under(photo_dir))
     assert stats["model"]["name"] == "searchmm-tiny" and stats["model"]["dim"] == 64
     assert stats["indexes"]["image"]["vectors"] == len(_images_under(photo_dir))
 
 
 def test_query_on_missing_index_and_usage_errors(tmp_path: Path) -> None:
-    missing = run_cli("query", "anything", "--index-dir", tmp_path / "nowhere", check=False)
+    missing = invoke("query", "anything", "--index-dir", tmp_path / "nowhere", check=False)
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == [
         f"searchmm: error: no index at {tmp_path / 'nowhere'}: run `searchmm ingest PATH` first"
     ]
-    nothing = run_cli("query", "--index-dir", tmp_path, check=False)
+    nothing = invoke("query", "--index-dir", tmp_path, check=False)
     assert nothing.returncode == 2 and "give a query TEXT" in nothing.stderr
-    missing_path = run_cli(
+    missing_path = invoke(
         "ingest", tmp_path / "no-such-folder", "--index-dir", tmp_path / "i", check=False
     )
     assert missing_path.returncode == 1 and "no such file or directory" in missing_path.stderr

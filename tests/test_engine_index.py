@@ -7,24 +7,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_json, index_ids, make_image, run_cli, stored_items
 
+from helpers.cli import invoke, invoke_json
+from helpers.files import make_image
+from helpers.store import index_ids, stored_items
 from searchmm import Engine, ModelSpec, SearchmmError
 
 
 def _top_ids(index_dir: Path, query: str, k: int = 5) -> list[int]:
-    return [h["id"] for h in cli_json("query", query, "--index-dir", index_dir, "-k", str(k))]
+    return [h["id"] for h in invoke_json("query", query, "--index-dir", index_dir, "-k", str(k))]
 
 
-@pytest.mark.parametrize("chosen", ["auto", "HNSW32"])
+@pytest.mark.parametrize(
+    ("chosen", "expected"), [("auto", "IVF4,Flat"), ("HNSW32", "IDMap2,HNSW32")]
+)
 def test_ann_index_chosen_by_size_and_kept_consistent(
-    tmp_path: Path, photo_dir: Path, tiny_config: Path, chosen: str
+    tmp_path: Path, photo_dir: Path, tiny_config: Path, chosen: str, expected: str
 ) -> None:
     index_dir = tmp_path / "idx"
     spec = ModelSpec.from_options(model_config=tiny_config)
     with Engine(index_dir, model=spec, exact_threshold=4) as engine:
         engine.ingest([photo_dir])
-        assert engine.stats().indexes["image"]["spec"].startswith("IVF")  # chosen by size
+        # Chosen by size: 10 vectors over the threshold of 4, nlist = 2 ** round(log2(sqrt(10))).
+        assert engine.stats().indexes["image"]["spec"] == "IVF4,Flat"
         if chosen != "auto":
             engine.reindex(chosen)
         for path in sorted(photo_dir.rglob("*.*")):
@@ -35,7 +40,8 @@ def test_ann_index_chosen_by_size_and_kept_consistent(
         make_image(photo_dir / "late.png", seed=77)
         summary = engine.ingest([photo_dir])
         assert (summary.new, summary.removed) == (1, 1)
-        assert chosen.split(",")[0] in engine.stats().indexes["image"]["spec"] or chosen == "auto"
+        # Still 10 vectors: auto keeps its IVF4, a chosen spec is kept across the rebuild.
+        assert engine.stats().indexes["image"]["spec"] == expected
     assert index_ids(index_dir, "image") == set(stored_items(index_dir, "image").values())
 
 
@@ -43,21 +49,22 @@ def test_reindex_with_any_factory_string_gives_the_same_results(
     tmp_path: Path, photo_dir: Path, tiny_config: Path
 ) -> None:
     index_dir = tmp_path / "idx"
-    run_cli("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
+    invoke("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
     exact = _top_ids(index_dir, "a cat on a couch")
-    assert cli_json("stats", "--index-dir", index_dir)["indexes"]["image"]["spec"] == "IDMap2,Flat"
+    stats = invoke_json("stats", "--index-dir", index_dir)
+    assert stats["indexes"]["image"]["spec"] == "IDMap2,Flat"
 
     for factory in ("HNSW32", "IVF2,Flat", "auto"):
-        specs = cli_json("reindex", "--index-spec", factory, "--index-dir", index_dir)
+        specs = invoke_json("reindex", "--index-spec", factory, "--index-dir", index_dir)
         assert factory.split(",")[0] in specs["image"] or (
             factory == "auto" and specs["image"] == "IDMap2,Flat"
         )
         assert _top_ids(index_dir, "a cat on a couch") == exact, factory
 
-    bad = run_cli("reindex", "--index-spec", "NoSuchIndex99", "--index-dir", index_dir, check=False)
+    bad = invoke("reindex", "--index-spec", "NoSuchIndex99", "--index-dir", index_dir, check=False)
     assert bad.returncode == 1 and "NoSuchIndex99" in bad.stderr
     assert _top_ids(index_dir, "a cat on a couch") == exact  # a bad spec broke nothing
-    assert cli_json("ingest", photo_dir, "--index-dir", index_dir)["failed"] == []
+    assert invoke_json("ingest", photo_dir, "--index-dir", index_dir)["failed"] == []
 
 
 @pytest.mark.parametrize("damage", ["delete", "truncate", "garbage"])
@@ -65,7 +72,7 @@ def test_damaged_index_file_is_rebuilt_from_the_store(
     tmp_path: Path, photo_dir: Path, tiny_config: Path, damage: str
 ) -> None:
     index_dir = tmp_path / "idx"
-    run_cli("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
+    invoke("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
     expected = _top_ids(index_dir, "a rocket")
     index_file = index_dir / "images.faiss"
     if damage == "delete":
@@ -74,7 +81,7 @@ def test_damaged_index_file_is_rebuilt_from_the_store(
         index_file.write_bytes(index_file.read_bytes()[: index_file.stat().st_size // 2])
     else:
         index_file.write_bytes(b"not a faiss index at all")
-    result = run_cli("query", "a rocket", "--index-dir", index_dir, "-k", "5", "--json")
+    result = invoke("query", "a rocket", "--index-dir", index_dir, "-k", "5", "--json")
     assert "rebuilding it from the store" in result.stderr
     assert [h["id"] for h in json.loads(result.stdout)] == expected
     assert index_ids(index_dir, "image") == set(

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import COCO_SAMPLE, make_image, run_cli, stored_items, stored_vectors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.cli import invoke
+from helpers.files import COCO_SAMPLE, make_image
+from helpers.store import stored_items, stored_vectors
 from searchmm import Engine, ModelSpec, SearchmmError
 from searchmm.evaluation import (
     EvaluationReport,
@@ -193,8 +196,31 @@ def test_coco_5k_scale_in_bounded_memory() -> None:
         tracemalloc.stop()
     assert peak < 300e6, f"peak {peak / 1e6:.0f} MB"
     assert metrics["image_retrieval_queries"] == 25010
-    assert 1 <= metrics["image_retrieval_mean_rank"] <= 5000
-    assert 0 <= metrics["text_retrieval_recall@10"] <= 0.05  # random vectors: near chance
+    image_ranks, text_ranks = _chunked_ranks(images, texts, owner)
+    assert metrics["image_retrieval_mean_rank"] == pytest.approx(image_ranks.mean(), rel=1e-4)
+    assert metrics["image_retrieval_recall@10"] == pytest.approx(
+        np.mean(image_ranks <= 10), abs=4e-4
+    )
+    assert metrics["text_retrieval_recall@10"] == pytest.approx(np.mean(text_ranks <= 10), abs=4e-4)
+    assert metrics["text_retrieval_recall@10"] <= 0.05  # random vectors: near chance
+
+
+def _chunked_ranks(
+    images: np.ndarray, texts: np.ndarray, owner: np.ndarray, rows: int = 500
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks of random float vectors (no ties), counted block by block with numpy: 1 + how many
+    irrelevant items score at least the (best) relevant one."""
+    own = np.einsum("ij,ij->i", texts, images[owner])  # each caption against its image
+    above = np.zeros(len(texts), dtype=np.int64)
+    text_ranks = []
+    for start in range(0, len(images), rows):
+        block = images[start : start + rows] @ texts.T  # (rows, texts)
+        mine = owner[None, :] == np.arange(start, start + len(block))[:, None]
+        above += ((block >= own[None, :]) & ~mine).sum(axis=0)
+        for row, relevant in zip(block, mine, strict=True):
+            if relevant.any():
+                text_ranks.append(1 + int((row[~relevant] >= row[relevant].max()).sum()))
+    return above + 1, np.array(text_ranks)
 
 
 def test_recall_from_hits_window() -> None:
@@ -593,7 +619,7 @@ def test_bench_coco_cli_on_the_sample(tmp_path: Path, tiny_config: Path) -> None
         "--workers",
         "0",
     ]
-    first = run_cli(*common, "--output", out)
+    first = invoke(*common, "--output", out)
     assert "| image_retrieval_recall@1 |" in first.stdout  # the table on stdout
     report = json.loads((out / "coco-all.json").read_text())
     assert "| text_retrieval_median_rank |" in (out / "coco-all.md").read_text()
@@ -605,18 +631,17 @@ def test_bench_coco_cli_on_the_sample(tmp_path: Path, tiny_config: Path) -> None
     assert report["counts"]["images"] == 100 and report["counts"]["captions"] == 500
     assert report["counts"]["text_retrieval_queries"] == 100
     metrics = report["metrics"]
-    for prefix, gallery in (("image_retrieval", 100), ("text_retrieval", 500)):
+    reference = _ranks_from_the_store(index_dir)  # brute force over the stored vectors
+    for prefix, ranks in reference.items():
         for k in (1, 5, 10):
-            assert 0 <= metrics[f"{prefix}_recall@{k}"] <= 1
-        assert metrics[f"{prefix}_recall@1"] <= metrics[f"{prefix}_recall@5"]
-        assert metrics[f"{prefix}_recall@5"] <= metrics[f"{prefix}_recall@10"]
-        assert 0 < metrics[f"{prefix}_mrr"] <= 1
-        assert 1 <= metrics[f"{prefix}_median_rank"] <= gallery
-        assert 1 <= metrics[f"{prefix}_mean_rank"] <= gallery
+            assert metrics[f"{prefix}_recall@{k}"] == pytest.approx(np.mean(ranks <= k))
+        assert metrics[f"{prefix}_mrr"] == pytest.approx(np.mean(1 / ranks))
+        assert metrics[f"{prefix}_median_rank"] == pytest.approx(np.median(ranks))
+        assert metrics[f"{prefix}_mean_rank"] == pytest.approx(ranks.mean())
     assert report["timings"]["images_encoded"] == 100 and report["timings"]["images_per_s"] > 0
     assert report["index"] is None and report["published"] is None
 
-    second = json.loads(run_cli(*common, "--json", "--index-spec", "HNSW32").stdout)
+    second = json.loads(invoke(*common, "--json", "--index-spec", "HNSW32").stdout)
     assert second["timings"]["images_encoded"] == 0 and second["timings"]["texts_encoded"] == 0
     assert second["timings"]["cached"] is True
     assert second["metrics"] == metrics
@@ -627,20 +652,44 @@ def test_bench_coco_cli_on_the_sample(tmp_path: Path, tiny_config: Path) -> None
         for prefix in ("image_retrieval", "text_retrieval")
         for name in ("recall@1", "recall@5", "recall@10", "mrr@10")
     }
-    assert all(0 <= value <= 1 for value in index_metrics.values())
+    for prefix, ranks in reference.items():  # HNSW32 over 100 and 500 vectors: near exact
+        for k in (1, 5, 10):
+            expected = np.mean(ranks <= k)
+            assert index_metrics[f"{prefix}_recall@{k}"] == pytest.approx(expected, abs=0.02)
+        mrr10 = np.mean(np.where(ranks <= 10, 1 / ranks, 0))
+        assert index_metrics[f"{prefix}_mrr@10"] == pytest.approx(mrr10, abs=0.02)
+
+
+def _ranks_from_the_store(index_dir: Path) -> dict[str, np.ndarray]:
+    """Image and text retrieval ranks from the vectors the bench stored, read with sqlite3 (each
+    caption's image is in its metadata), ranked by the brute-force reference above."""
+    images = stored_vectors(index_dir, "image")
+    texts = stored_vectors(index_dir, "text")
+    row_of = {item_id: row for row, item_id in enumerate(images)}
+    image_ids = {path: item_id for path, item_id in stored_items(index_dir, "image").items()}
+    with sqlite3.connect(index_dir / "searchmm.db") as db:
+        meta = dict(db.execute("SELECT id, metadata FROM items WHERE kind = 'text'").fetchall())
+    owner = np.array([row_of[image_ids[json.loads(meta[t])["file_name"]]] for t in texts])
+    image_ranks, text_ranks = _brute_force(
+        np.stack(list(images.values())), np.stack(list(texts.values())), owner
+    )
+    return {
+        "image_retrieval": np.array(image_ranks, dtype=np.float64),
+        "text_retrieval": np.array(text_ranks, dtype=np.float64),
+    }
 
 
 def test_bench_cli_errors(tmp_path: Path, flickr_set: Path) -> None:
     images = tmp_path / "images"
     (images / sorted(p.name for p in images.iterdir())[0]).unlink()
-    result = run_cli(
+    result = invoke(
         "bench", "flickr", "--karpathy", flickr_set, "--images", images, "--index-dir",
         tmp_path / "idx", check=False,
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("searchmm: error: 1 of the 6 images")
     assert "--allow-missing" in result.stderr and "Traceback" not in result.stderr
-    both = run_cli(
+    both = invoke(
         "bench", "flickr", "--karpathy", flickr_set, "--token-file", flickr_set,
         "--images", images, check=False,
     )  # fmt: skip

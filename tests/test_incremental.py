@@ -7,8 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import index_ids, make_image, stored_items
 
+from helpers.files import make_image
+from helpers.store import index_ids, stored_items
 from searchmm import Engine, ModelSpec
 
 

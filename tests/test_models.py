@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cli_json, run_cli, stored_vectors
 
+from helpers.cli import invoke, invoke_json, run_cli
+from helpers.store import stored_vectors
 from searchmm import ModelLoadError, ModelSpec
 from searchmm.model.loading import load_encoder
 
@@ -56,9 +57,9 @@ def test_weights_that_cannot_be_had(
 
 def test_a_different_model_is_refused(tmp_path: Path, photo_dir: Path, tiny_config: Path) -> None:
     index_dir = tmp_path / "idx"
-    run_cli("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
+    invoke("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
     before = stored_vectors(index_dir, "image")
-    result = run_cli(
+    result = invoke(
         "ingest",
         photo_dir,
         "--index-dir",
@@ -75,7 +76,7 @@ def test_a_different_model_is_refused(tmp_path: Path, photo_dir: Path, tiny_conf
         np.array_equal(before[i], after[i]) for i in before
     )
     # Without model options, later commands use the recorded model.
-    assert cli_json("ingest", photo_dir, "--index-dir", index_dir)["unchanged"] == len(before)
+    assert invoke_json("ingest", photo_dir, "--index-dir", index_dir)["unchanged"] == len(before)
 
 
 def _save_seeded_weights(config: Path, path: Path) -> None:
@@ -95,8 +96,8 @@ def test_local_checkpoint_gives_the_same_vectors(
 ) -> None:
     checkpoint = tmp_path / f"weights{suffix}"
     _save_seeded_weights(tiny_config, checkpoint)
-    run_cli("ingest", photo_dir, "--index-dir", tmp_path / "random", "--model-config", tiny_config)
-    run_cli("ingest", photo_dir, "--index-dir", tmp_path / "ckpt", "--model-config", tiny_config,
+    invoke("ingest", photo_dir, "--index-dir", tmp_path / "random", "--model-config", tiny_config)
+    invoke("ingest", photo_dir, "--index-dir", tmp_path / "ckpt", "--model-config", tiny_config,
             "--pretrained", checkpoint)  # fmt: skip
     random_init, loaded = (
         stored_vectors(tmp_path / "random", "image"),
@@ -112,7 +113,9 @@ def test_local_checkpoint_gives_the_same_vectors(
             "SELECT pretrained, checkpoint_digest FROM model"
         ).fetchone()
     assert pretrained == str(checkpoint) and len(digest) == 32
-    hits = cli_json("query", "a cat", "--index-dir", tmp_path / "ckpt", "-k", "1")  # no model flags
+    hits = invoke_json(
+        "query", "a cat", "--index-dir", tmp_path / "ckpt", "-k", "1"
+    )  # no model flags
     assert len(hits) == 1
 
 

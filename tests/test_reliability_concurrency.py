@@ -6,69 +6,22 @@ ingest reads them. Real processes, real SQLite and FAISS, no mocks.
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
-import sys
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import cli_json, index_ids, make_image, run_cli, stored_items
-from PIL import Image
 
+from helpers.cli import SEARCHMM, cli_json, invoke, run_cli
+from helpers.files import make_image, slow_pngs
+from helpers.processes import ingest_process, wait_until
+from helpers.store import embedded, index_ids, stored_items
 from searchmm import Engine, ModelSpec
 from searchmm.sources.files import FILE_CHANGED, FILE_VANISHED
-
-SEARCHMM = str(Path(sys.executable).with_name("searchmm"))
-
-
-def slow_pngs(folder: Path, count: int, side: int = 4500) -> list[Path]:
-    """`count` distinct files that each take ~0.2 s to decode: one large PNG saved once, then
-    told apart by a text chunk (so each has its own digest and is decoded, not copied)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    gray = Image.linear_gradient("L").resize((side, side))
-    template = folder / "template.tmp"
-    Image.merge("RGB", (gray, gray.rotate(90), gray.rotate(180))).save(
-        template, "PNG", compress_level=1
-    )
-    raw = template.read_bytes()
-    template.unlink()
-    after_ihdr = 8 + 25  # signature, then the IHDR chunk
-    paths = []
-    for i in range(count):
-        body = b"Comment\x00copy %d" % i
-        chunk = len(body).to_bytes(4, "big") + b"tEXt" + body
-        chunk += zlib.crc32(b"tEXt" + body).to_bytes(4, "big")
-        paths.append(folder / f"slow-{i:03d}.png")
-        paths[-1].write_bytes(raw[:after_ihdr] + chunk + raw[after_ihdr:])
-    return paths
-
-
-def embedded(index_dir: Path) -> int:
-    """How many vectors are committed, read straight from SQLite (0 before the store exists)."""
-    try:
-        with sqlite3.connect(index_dir / "searchmm.db", timeout=5) as db:
-            return db.execute("SELECT count(*) FROM embeddings").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
-def wait_until(ready: Callable[[], bool], process: subprocess.Popen, limit: float = 180) -> None:
-    """Poll `ready` while `process` runs; fail if it ends first or time runs out."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and process.poll() is None:
-        if ready():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"not ready in time (process exit code {process.poll()})")
-
-
-def ingest_process(*args: object) -> subprocess.Popen:
-    command = [SEARCHMM, "ingest", *map(str, args), "--json"]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_one_writer_at_a_time_and_queries_see_each_commit(
@@ -77,18 +30,21 @@ def test_one_writer_at_a_time_and_queries_see_each_commit(
     folder, index_dir = tmp_path / "photos", tmp_path / "idx"
     for i in range(8):
         make_image(folder / "a" / f"{i:03d}.png", seed=i)
-    run_cli("ingest", folder, "--index-dir", index_dir, "--model-config", tiny_config)
+    invoke("ingest", folder, "--index-dir", index_dir, "--model-config", tiny_config)
     for i in range(300):
         make_image(folder / "b" / f"{i:03d}.png", seed=1000 + i, size=(64, 48))
 
     with Engine(index_dir) as reader:  # a long-lived reader in this process
         reader.search_text("warm up", k=1)  # its model is loaded before the writer starts
         writer = ingest_process(folder, "--index-dir", index_dir, "--batch-size", "8")
+        waiter = None
         try:
-            wait_until(lambda: embedded(index_dir) > 8, writer)
+            wait_until(lambda: embedded(index_dir) > 8, writer, "the writer's first commit")
+            # Paused, the writer holds its lock and cannot end while a second one is refused.
+            writer.send_signal(signal.SIGSTOP)
             # A second writer without --wait is refused at once, with one clear line.
             refused = run_cli("ingest", folder, "--index-dir", index_dir, check=False)
-            assert writer.poll() is None, "the first writer ended too soon to be contended"
+            assert writer.poll() is None
             assert refused.returncode == 1 and refused.stdout == ""
             assert refused.stderr == (
                 f"searchmm: error: another searchmm process is writing to {index_dir}; "
@@ -97,26 +53,36 @@ def test_one_writer_at_a_time_and_queries_see_each_commit(
             # One with --wait waits for the first to finish, then finds nothing left to do.
             waiter = ingest_process(folder, "--index-dir", index_dir, "--wait", "300")
             seen: list[tuple[int, int, int]] = []
-            cli_query = None
-            while writer.poll() is None:
+            cli_bounds = embedded(index_dir)  # a query from another process, too
+            cli_query = subprocess.Popen(
+                [SEARCHMM, "query", "x", "-k", "1000", "--index-dir", index_dir, "--json"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(5):  # at five commits, a query with the writer paused there
+                last = embedded(index_dir)
+                writer.send_signal(signal.SIGCONT)
+                wait_until(lambda n=last: embedded(index_dir) > n, writer, "the next commit")
+                writer.send_signal(signal.SIGSTOP)
+                committed = embedded(index_dir)
+                hits = reader.search_text("a photo", k=1000)
+                assert len(hits) == committed == embedded(index_dir)
+                seen.append((committed, len(hits), committed))
+            writer.send_signal(signal.SIGCONT)
+            while writer.poll() is None:  # then queries while it runs
                 before = embedded(index_dir)
                 hits = reader.search_text("a photo", k=1000)
                 seen.append((before, len(hits), embedded(index_dir)))
                 time.sleep(0.05)  # leave the writer a core
                 assert {h.path for h in hits} <= {str(p) for p in folder.rglob("*.png")}
-                if cli_query is None:  # a query from another process, too
-                    cli_bounds = embedded(index_dir)
-                    cli_query = subprocess.Popen(
-                        [SEARCHMM, "query", "x", "-k", "1000", "--index-dir", index_dir, "--json"],
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        text=True,
-                    )
             written = json.loads(writer.communicate(timeout=300)[0])
             waited = json.loads(waiter.communicate(timeout=300)[0])
             cli_out, cli_err = cli_query.communicate(timeout=300)
         finally:
             writer.kill()
+            if waiter is not None:
+                waiter.kill()
     assert written["new"] == 300 and waiter.returncode == 0
     assert (waited["unchanged"], waited["encoded_images"], waited["new"]) == (308, 0, 0)
     # Every query during the ingest succeeded and saw at least what was committed when it
@@ -217,11 +183,13 @@ def test_files_deleted_or_changed_while_the_ingest_runs(tmp_path: Path, tiny_con
         "--workers", "0", "--batch-size", "4",
     )  # fmt: skip
     try:
-        wait_until(lambda: embedded(index_dir) > 0, ingest)
+        wait_until(lambda: embedded(index_dir) > 0, ingest, "the first commit")
+        ingest.send_signal(signal.SIGSTOP)  # paused at the slow files: it cannot reach the end
         vanishing.unlink()
         make_image(changing, seed=3, size=(120, 80))  # new bytes, new size
         notes.write_text("second version, longer\n")
-        assert ingest.poll() is None, "the ingest ended before the files were changed"
+        assert ingest.poll() is None
+        ingest.send_signal(signal.SIGCONT)
         stdout, stderr = ingest.communicate(timeout=300)
     finally:
         ingest.kill()

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_json, index_ids, make_image, run_cli, stored_items
-from test_reliability_concurrency import SEARCHMM, embedded, slow_pngs, wait_until
 
+from helpers.cli import SEARCHMM, invoke, invoke_json
+from helpers.files import make_image, slow_pngs
+from helpers.processes import open_paths, ready_or_exited, wait_until
+from helpers.store import embedded, index_ids, stored_items
 from searchmm import Engine, ModelSpec, SearchmmError
 from searchmm.index.vector_index import VectorIndex
 from searchmm.sources.files import file_digest
@@ -126,17 +128,16 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
                  tiny_config, "--batch-size", "8", "--workers", str(attempt % 2), "--json"],
                 stdout=subprocess.DEVNULL, stderr=stderr,
             )  # fmt: skip
-        try:
-            if target == "early":
-                time.sleep(rng.uniform(0.2, phases["first commit"]))
-            elif target == "encode":
-                wait_until(lambda seq=seq_before: change_seq(index_dir) > seq, process)
+        # The kill lands a random time after a moment; a run that finishes before the moment
+        # comes is a completed run, checked all the same (its exit status below must be 0).
+        if target == "early":
+            time.sleep(rng.uniform(0.2, phases["first commit"]))  # the random moment itself
+        elif target == "encode":
+            moment = "its first commit"
+            if ready_or_exited(lambda seq=seq_before: change_seq(index_dir) > seq, process, moment):
                 time.sleep(rng.uniform(0.0, 0.05))
-            else:
-                wait_until(all_current, process)
-                time.sleep(rng.uniform(0.0, 0.05))
-        except AssertionError:
-            pass  # it finished before the moment came: a completed run, checked all the same
+        elif ready_or_exited(all_current, process, "every file is committed"):
+            time.sleep(rng.uniform(0.0, 0.05))
         process.kill()
         process.wait(timeout=300)
         # Never refused: a killed writer leaves no stale lock, even with a decode worker left.
@@ -171,7 +172,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     state = stored_state(index_dir)
     files = {str(p): file_digest(str(p)) for p in folder.iterdir()}
     missing = sum(1 for path, digest in files.items() if state.get(path, (0, ""))[1] != digest)
-    summary = cli_json("ingest", folder, "--index-dir", index_dir)
+    summary = invoke_json("ingest", folder, "--index-dir", index_dir)
     assert summary["encoded_images"] == missing and summary["failed"] == []
     final = stored_state(index_dir)
     assert {p: d for p, (_, d, _) in final.items()} == files  # one item per file, current
@@ -183,7 +184,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     for path in untouched:  # vectors equal those of an ingest that was never interrupted
         a, b = (np.frombuffer(s[path][2], np.float32) for s in (final, reference))
         np.testing.assert_allclose(a, b, atol=1e-5)
-    hits = cli_json("query", "a gradient", "--index-dir", index_dir, "-k", "5")
+    hits = invoke_json("query", "a gradient", "--index-dir", index_dir, "-k", "5")
     assert len(hits) == 5 and {h["id"] for h in hits} <= set(index_ids(index_dir, "image"))
     print(f"completing run encoded {missing}; {len(final)} files, {len(final)} items, 0 duplicates")
 
@@ -204,12 +205,12 @@ def test_sigkill_half_way_through_a_text_file_resumes_it(tmp_path: Path, tiny_co
         [SEARCHMM, "ingest", texts, "--index-dir", index_dir, "--model-config", tiny_config],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    wait_until(lambda: embedded(index_dir) > 0, process)
+    wait_until(lambda: embedded(index_dir) > 0, process, "the first lines are committed")
     process.kill()
     process.wait(timeout=60)
     committed = embedded(index_dir)
     assert 0 < committed < 2000, committed
-    summary = cli_json("ingest", texts, "--index-dir", index_dir)
+    summary = invoke_json("ingest", texts, "--index-dir", index_dir)
     assert summary["encoded_texts"] == 2000 - committed and summary["failed"] == []
     assert len(stored_items(index_dir, "text")) == 2000
     # Only now does every row carry the file's size: the next ingest skips the file unread.
@@ -220,24 +221,36 @@ def test_sigkill_half_way_through_a_text_file_resumes_it(tmp_path: Path, tiny_co
 
 def _ctrl_c(folder: Path, index_dir: Path, config: Path, workers: int, presses: int) -> tuple:
     """Run an ingest in its own process group, as a terminal does, and press Ctrl-C once the
-    second batch is being decoded; returns (exit code, stdout, stderr, vectors before)."""
-    process = subprocess.Popen(
-        [SEARCHMM, "ingest", folder, "--index-dir", index_dir, "--model-config", config,
-         "--batch-size", "8", "--workers", str(workers), "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+    second batch is being decoded (a file not yet committed is open, after the first commit);
+    a second press waits for the first one's message. Returns (exit code, stdout, stderr,
+    vectors before)."""
+    errors = index_dir.parent / f"ctrl-c-{workers}-{presses}.stderr"
+    with errors.open("w") as stderr:
+        process = subprocess.Popen(
+            [SEARCHMM, "ingest", folder, "--index-dir", index_dir, "--model-config", config,
+             "--batch-size", "8", "--workers", str(workers), "--json"],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
+        )  # fmt: skip
+    slow = {str(p) for p in folder.glob("slow-*.png")}
     try:
         start = embedded(index_dir)
-        wait_until(lambda: embedded(index_dir) > start, process)
-        time.sleep(0.3)  # well inside the next batch: 8 files of ~0.2 s each
+
+        def next_batch_decoding() -> bool:
+            if embedded(index_dir) <= start:
+                return False
+            return bool(open_paths(process.pid) & (slow - set(stored_items(index_dir, "image"))))
+
+        wait_until(next_batch_decoding, process, "a file of the next batch is open")
         before = embedded(index_dir)
-        for _ in range(presses):
+        os.killpg(process.pid, signal.SIGINT)
+        if presses == 2:
+            stopping = "searchmm: stopping after the current batch"
+            wait_until(lambda: stopping in errors.read_text(), process, "the first Ctrl-C is seen")
             os.killpg(process.pid, signal.SIGINT)
-            time.sleep(0.05)
-        stdout, stderr = process.communicate(timeout=300)
+        stdout, _ = process.communicate(timeout=300)
     finally:
         process.kill()
-    return process.returncode, stdout, stderr, before
+    return process.returncode, stdout, errors.read_text(), before
 
 
 def test_ctrl_c_commits_the_batch_in_flight_then_stops(tmp_path: Path, tiny_config: Path) -> None:
@@ -250,7 +263,7 @@ def test_ctrl_c_commits_the_batch_in_flight_then_stops(tmp_path: Path, tiny_conf
     assert summary["interrupted"] and before == 2
     assert summary["new"] == summary["encoded_images"] == embedded(index_dir) == 10
     assert index_ids(index_dir, "image") == set(stored_items(index_dir, "image").values())
-    resumed = cli_json("ingest", folder, "--index-dir", index_dir)
+    resumed = invoke_json("ingest", folder, "--index-dir", index_dir)
     assert (resumed["unchanged"], resumed["encoded_images"]) == (10, 16)
 
 
@@ -269,7 +282,7 @@ def test_ctrl_c_with_decode_workers_and_twice(tmp_path: Path, tiny_config: Path)
     assert code == 130 and stdout == "" and stderr.endswith("searchmm: interrupted\n"), stderr
     assert before <= embedded(index_dir) < 34
     stored_state(index_dir)
-    resumed = cli_json("ingest", folder, "--index-dir", index_dir)
+    resumed = invoke_json("ingest", folder, "--index-dir", index_dir)
     assert resumed["new"] + resumed["unchanged"] == 34 == embedded(index_dir)
     assert index_ids(index_dir, "image") == set(stored_items(index_dir, "image").values())
 
@@ -281,7 +294,8 @@ def test_the_api_stops_on_an_event(tmp_path: Path, tiny_config: Path) -> None:
     stop = threading.Event()
 
     def stop_after_first_commit() -> None:
-        while embedded(index_dir) == 0:
+        deadline = time.monotonic() + 180  # no commit by then: the test fails on `interrupted`
+        while embedded(index_dir) == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
         stop.set()
 
@@ -303,7 +317,7 @@ def pristine(
 ) -> Path:
     """One ingested index, made once; each test damages its own copy."""
     index_dir = tmp_path_factory.mktemp("pristine") / "idx"
-    run_cli("ingest", real_photos, "--index-dir", index_dir, "--model-config", tiny_config)
+    invoke("ingest", real_photos, "--index-dir", index_dir, "--model-config", tiny_config)
     return index_dir
 
 
@@ -327,7 +341,7 @@ def test_a_damaged_database_is_one_clear_error(
         db.write_bytes(data[: 2 * page] + np.random.default_rng(2).bytes(len(data) - 2 * page))
     photos = real_photos
     for command in (["query", "a cat"], ["stats"], ["ingest", photos], ["remove", photos]):
-        result = run_cli(*command, "--index-dir", ingested, check=False)
+        result = invoke(*command, "--index-dir", ingested, check=False)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and result.stdout == "", (command, result.stdout)
         assert len(lines) == 1 and lines[0].startswith(f"searchmm: error: {db} is damaged"), lines
@@ -344,7 +358,7 @@ def test_a_damaged_index_is_rebuilt_by_the_next_writer(
         index_file.unlink()
     else:
         index_file.write_bytes(index_file.read_bytes()[:-100])
-    result = run_cli("ingest", real_photos, "--index-dir", ingested, "--json")
+    result = invoke("ingest", real_photos, "--index-dir", ingested, "--json")
     assert "rebuilding it from the store" in result.stderr
     assert json.loads(result.stdout)["encoded_images"] == 0  # rebuilt, not encoded again
     assert index_ids(ingested, "image") == ids

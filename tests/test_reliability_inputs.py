@@ -12,14 +12,15 @@ import shutil
 import sqlite3
 import struct
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
-from conftest import index_ids, make_image, run_cli, stored_vectors
 from PIL import Image
 from skimage import data as skdata
 
+from helpers.cli import invoke, run_cli
+from helpers.files import bomb_png, huge_jpeg, make_image
+from helpers.store import index_ids, stored_vectors
 from searchmm.sources.files import display_path
 from searchmm.store.store import Store
 
@@ -38,32 +39,6 @@ KEPT = "(the version ingested earlier is kept)"
 
 
 # --- file makers --------------------------------------------------------------------------
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def bomb_png(path: Path, side: int) -> Path:
-    """A real, complete 1-bit PNG of side x side white pixels: tens of KB on disk, but decoding
-    it would write side**2 bytes (white, so the pages are really touched; more as RGB)."""
-    row = b"\x00" + b"\xff" * ((side + 7) // 8)  # filter byte, then white pixels, 8 a byte
-    packer = zlib.compressobj(9)
-    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
-    )
-    return path
-
-
-def huge_jpeg(path: Path, side: int = 8000) -> Path:
-    """A real photo-sized JPEG within PIL's pixel limit (64M pixels, 192 MB decoded)."""
-    gray = Image.linear_gradient("L").resize((side, side))
-    Image.merge(
-        "RGB", (gray, gray.rotate(90), gray.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
-    ).save(path, quality=60)
-    return path
 
 
 def save(img: Image.Image, path: Path, **kwargs: object) -> Path:
@@ -287,7 +262,7 @@ def test_a_corpus_of_bad_inputs_among_good_ones(
     root, index_dir = tmp_path / "corpus", tmp_path / "idx"
     library = root / "library"
     shutil.copytree(real_photos, library)
-    run_cli("ingest", library, "--index-dir", index_dir, "--model-config", tiny_config)
+    invoke("ingest", library, "--index-dir", index_dir, "--model-config", tiny_config)
     before = snapshot(index_dir)
     assert len(before) == len(list(library.iterdir()))
     shutil.copytree(index_dir, tmp_path / "idx-human")  # the same start for the human summary

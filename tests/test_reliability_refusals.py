@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_image, run_cli, stored_items
-from test_reliability_inputs import bomb_png, huge_jpeg
+
+from helpers.cli import run_cli
+from helpers.files import bomb_png, huge_jpeg, make_image
+from helpers.store import stored_items
 
 # Decode files one after another in a fresh interpreter, reporting how much each raised the
 # peak memory (ru_maxrss only ever grows: a full decode of any of them would show as >150 MB).

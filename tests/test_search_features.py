@@ -10,18 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (
-    bare_open_clip_text_vector,
-    cli_json,
-    make_image,
-    run_cli,
-    stored_items,
-    stored_vectors,
-)
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from helpers.cli import invoke, invoke_json
+from helpers.files import make_image
+from helpers.model import bare_open_clip_text_vector
+from helpers.store import stored_items, stored_vectors
 from searchmm import Engine, ModelSpec, SearchmmError, defaults
 from searchmm.search.filters import Filters
 from searchmm.search.terms import Term, parse_term
@@ -63,7 +59,7 @@ def test_weighted_combination_equals_the_normalised_sum(
     tmp_path: Path, photo_dir: Path, tiny_config: Path
 ) -> None:
     index_dir = tmp_path / "idx"
-    run_cli("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
+    invoke("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
     items, stored = stored_items(index_dir, "image"), stored_vectors(index_dir, "image")
     cat, rocket = items[str(photo_dir / "chelsea.jpg")], items[str(photo_dir / "rocket.png")]
     spaced = photo_dir / "my photos" / "coffee cup.jpg"
@@ -71,7 +67,7 @@ def test_weighted_combination_equals_the_normalised_sum(
     shutil.copy(photo_dir / "coffee.jpg", spaced)  # the query image, by a path with spaces
     coffee = stored[items[str(photo_dir / "coffee.jpg")]]
 
-    hits = cli_json("query", "a cat", "--add", f"2=item:{cat}", "--add", f"image:{spaced}",
+    hits = invoke_json("query", "a cat", "--add", f"2=item:{cat}", "--add", f"image:{spaced}",
                     "--sub", f"0.5=item:{rocket}", "--index-dir", index_dir, "-k", "5")  # fmt: skip
     text = bare_open_clip_text_vector(tiny_config, "a cat")
     total = text + 2 * stored[cat] + coffee - 0.5 * stored[rocket]
@@ -117,9 +113,9 @@ def test_date_and_metadata_filters_through_the_cli(
     engine: Engine, photo_dir: Path, tmp_path: Path
 ) -> None:
     old = str(photo_dir / "generated" / "gen-0.png")
-    before = cli_json("query", "x", "--before", "2005-01-01", "--index-dir", engine.index_dir)
+    before = invoke_json("query", "x", "--before", "2005-01-01", "--index-dir", engine.index_dir)
     assert [h["path"] for h in before] == [old]
-    after = cli_json(
+    after = invoke_json(
         "query", "x", "--after", "2005-01-01", "-k", "100", "--index-dir", engine.index_dir
     )
     assert (
@@ -134,10 +130,10 @@ def test_date_and_metadata_filters_through_the_cli(
         )
     )
     engine.ingest([texts])
-    french = cli_json("query", "post", "--target", "texts", "--where", "lang=fr", "-k", "20",
+    french = invoke_json("query", "post", "--target", "texts", "--where", "lang=fr", "-k", "20",
                       "--index-dir", engine.index_dir)  # fmt: skip
     assert len(french) == 6 and all(h["metadata"]["lang"] == "fr" for h in french)
-    bad = run_cli("query", "x", "--where", "nokey", "--index-dir", engine.index_dir, check=False)
+    bad = invoke("query", "x", "--where", "nokey", "--index-dir", engine.index_dir, check=False)
     assert bad.returncode == 1 and "KEY=VALUE" in bad.stderr
 
 
@@ -156,10 +152,10 @@ def test_near_duplicate_groups(tmp_path: Path, photo_dir: Path, tiny_config: Pat
     shutil.copy(photo_dir / "chelsea.jpg", photo_dir / "chelsea-copy.jpg")
     Image.open(photo_dir / "chelsea.jpg").save(photo_dir / "chelsea-q60.jpg", quality=60)
     index_dir = tmp_path / "idx"
-    run_cli("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
-    groups = cli_json("dupes", "--threshold", "0.995", "--index-dir", index_dir)
+    invoke("ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config)
+    groups = invoke_json("dupes", "--threshold", "0.995", "--index-dir", index_dir)
     cats = {str(photo_dir / n) for n in ("chelsea.jpg", "chelsea-copy.jpg", "chelsea-q60.jpg")}
     assert any({h["path"] for h in g} == cats for g in groups)
     assert all(h["score"] >= 0.995 for g in groups for h in g)
-    text = run_cli("dupes", "--threshold", "0.995", "--index-dir", index_dir).stdout
+    text = invoke("dupes", "--threshold", "0.995", "--index-dir", index_dir).stdout
     assert text.startswith("group 1:")

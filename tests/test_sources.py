@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import COCO_SAMPLE
 
+from helpers.files import COCO_SAMPLE
 from searchmm.errors import SourceError
 from searchmm.sources.files import digest_files, file_digest
 from searchmm.sources.scan import (

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COCO_SAMPLE, cli_json, make_image, run_cli, stored_items, stored_vectors
+
+from helpers.cli import invoke, invoke_json
+from helpers.files import COCO_SAMPLE, make_image
+from helpers.store import stored_items, stored_vectors
 
 
 @pytest.fixture
@@ -40,7 +43,7 @@ def test_every_text_format_and_text_to_text(
     tmp_path: Path, collections: Path, tiny_config: Path
 ) -> None:
     index_dir = tmp_path / "idx"
-    summary = cli_json(
+    summary = invoke_json(
         "ingest", collections, "--texts", "--index-dir", index_dir, "--model-config", tiny_config
     )
     assert summary["new"] == summary["encoded_texts"] == 8
@@ -48,7 +51,7 @@ def test_every_text_format_and_text_to_text(
         ("line:2", "malformed JSON")
     ]
 
-    hits = cli_json(
+    hits = invoke_json(
         "query", "a bowl of ramen", "--target", "texts", "--index-dir", index_dir, "-k", "8"
     )
     top = hits[0]
@@ -69,7 +72,7 @@ def test_every_text_format_and_text_to_text(
     # Editing one line re-encodes that line only; removing a file removes its records.
     (collections / "notes.txt").write_text("a red bicycle\na green tram\n")
     (collections / "table.csv").unlink()
-    again = cli_json("ingest", collections, "--texts", "--index-dir", index_dir)
+    again = invoke_json("ingest", collections, "--texts", "--index-dir", index_dir)
     assert (again["encoded_texts"], again["unchanged"], again["removed"]) == (1, 5, 3)
 
 
@@ -77,10 +80,12 @@ def test_image_to_text_matches_brute_force(
     tmp_path: Path, collections: Path, photo_dir: Path, tiny_config: Path
 ) -> None:
     index_dir = tmp_path / "idx"
-    run_cli("ingest", photo_dir, collections / "notes.txt", collections / "posts.jsonl",
+    invoke("ingest", photo_dir, collections / "notes.txt", collections / "posts.jsonl",
             "--index-dir", index_dir, "--model-config", tiny_config)  # fmt: skip
     query_image = photo_dir / "chelsea.jpg"
-    hits = cli_json("query", "--image", query_image, "--target", "texts", "--index-dir", index_dir)
+    hits = invoke_json(
+        "query", "--image", query_image, "--target", "texts", "--index-dir", index_dir
+    )
     texts = stored_vectors(index_dir, "text")
     image_vector = stored_vectors(index_dir, "image")[
         stored_items(index_dir, "image")[str(query_image)]
@@ -96,12 +101,12 @@ def test_image_to_text_matches_brute_force(
 )
 def test_real_coco_captions_file(tmp_path: Path, tiny_config: Path) -> None:
     captions = COCO_SAMPLE / "captions_val2017_sample.json"
-    summary = cli_json(
+    summary = invoke_json(
         "ingest", captions, "--index-dir", tmp_path / "idx", "--model-config", tiny_config
     )
     assert summary["new"] == 500 and summary["failed"] == []
     annotation = json.loads(captions.read_text())["annotations"][0]
-    hits = cli_json(
+    hits = invoke_json(
         "query",
         annotation["caption"],
         "--target",
@@ -126,7 +131,7 @@ def test_bad_files_among_good_ones(tmp_path: Path, photo_dir: Path, tiny_config:
     good = {str(p) for p in photo_dir.rglob("*") if p.is_file() and p.parent != bad}
 
     index_dir = tmp_path / "idx"
-    result = run_cli(
+    result = invoke(
         "ingest", photo_dir, "--index-dir", index_dir, "--model-config", tiny_config, "--json"
     )
     summary = json.loads(result.stdout)
@@ -139,13 +144,13 @@ def test_bad_files_among_good_ones(tmp_path: Path, photo_dir: Path, tiny_config:
 
     # Bad files are retried on the next run (a permission may have been fixed), good ones are not.
     make_image(bad / "fixed.png", seed=9)
-    again = cli_json("ingest", photo_dir, "--index-dir", index_dir)
+    again = invoke_json("ingest", photo_dir, "--index-dir", index_dir)
     assert (again["encoded_images"], again["unchanged"], len(again["failed"])) == (1, len(good), 4)
 
     only_bad = tmp_path / "only-bad"
     only_bad.mkdir()
     (only_bad / "empty.jpg").write_bytes(b"")
-    failed = run_cli(
+    failed = invoke(
         "ingest",
         only_bad,
         "--index-dir",

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from serving import Served, served_index
+
+from helpers.server import Served
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -59,14 +60,6 @@ def browser() -> Iterator[Any]:
         launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched
         launched.close()
-
-
-@pytest.fixture(scope="module")
-def served(
-    tmp_path_factory: pytest.TempPathFactory, real_photos: Path, tiny_config: Path
-) -> Iterator[Served]:
-    with served_index(tmp_path_factory.mktemp("web"), real_photos, tiny_config) as s:
-        yield s
 
 
 @pytest.fixture
@@ -260,5 +253,5 @@ def test_the_page_works_under_its_own_content_security_policy(
             time.sleep(0.1)  # polled from here: wait_for_function's eval is what the CSP forbids
     finally:
         context.close()
-    assert loaded
+    assert loaded, f"the thumbnails did not load within {TIMEOUT_MS / 1000:.0f} s"
     assert not problems, problems

@@ -1,21 +1,35 @@
-"""A `searchmm serve` child process on a free loopback port, ready when the context is entered.
+"""A `searchmm serve` child process on a free loopback port, ready when the context is entered,
+and the index the server and browser tests share: built by the real CLI with the tiny model.
 
-For tests, benchmarks and scripts that need the real server (its own process, the real CLI)
-rather than an app object.
+For tests and benchmarks that need the real server (its own process, the real CLI) rather than
+an app object.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+from helpers.cli import run_cli
+from helpers.files import make_image
+from helpers.store import stored_items
+
+if TYPE_CHECKING:
+    import httpx
 
 HOST = "127.0.0.1"
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
@@ -33,7 +47,7 @@ def searchmm_command() -> list[str]:
     if beside.exists():
         return [str(beside)]
     found = shutil.which("searchmm")
-    return [found] if found else [sys.executable, "-c", "from searchmm.cli import main; main()"]
+    return [found] if found else [sys.executable, "-c", "from searchmm.cli.app import main; main()"]
 
 
 class ServerProcess:
@@ -114,3 +128,67 @@ class ServerProcess:
             return self.log_path.read_text(encoding="utf-8", errors="replace")[-6000:]
         except OSError:
             return ""
+
+
+CAPTIONS = ("a cat sleeping on a sofa", "a cup of coffee on a table", "a rocket on the launch pad")
+NOTES = (
+    {"text": "an astronaut in a white suit", "author": "ann", "year": 1984},
+    {"text": "a photo of the night sky full of galaxies", "author": "bo", "year": 2003},
+)
+MAX_UPLOAD_MB = 2  # small, so that the oversize test sends little
+
+
+@dataclass
+class Served:
+    url: str
+    index_dir: Path
+    photos: Path
+    images: dict[str, int]  # file name -> item id
+    texts: dict[str, int]  # text -> item id
+    server: ServerProcess
+
+    def client(self) -> httpx.Client:
+        import httpx
+
+        return httpx.Client(base_url=self.url, trust_env=False, timeout=60)
+
+
+def build_index(root: Path, real_photos: Path, tiny_config: Path) -> tuple[Path, Path]:
+    """Six real photos (JPEG and PNG), four generated ones, a .txt and a .jsonl collection."""
+    photos = root / "photos"
+    shutil.copytree(real_photos, photos)
+    for i in range(4):
+        make_image(photos / "generated" / f"gen-{i}.png", seed=i)
+    (root / "captions.txt").write_text("\n".join(CAPTIONS) + "\n", encoding="utf-8")
+    (root / "notes.jsonl").write_text(
+        "".join(json.dumps(note) + "\n" for note in NOTES), encoding="utf-8"
+    )
+    index_dir = root / "index"
+    run_cli(
+        "ingest",
+        photos,
+        root / "captions.txt",
+        root / "notes.jsonl",
+        "--index-dir",
+        index_dir,
+        "--model-config",
+        tiny_config,
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    )
+    return index_dir, photos
+
+
+@contextmanager
+def served_index(root: Path, real_photos: Path, tiny_config: Path) -> Iterator[Served]:
+    index_dir, photos = build_index(root, real_photos, tiny_config)
+    with sqlite3.connect(index_dir / "searchmm.db") as db:
+        texts = dict(db.execute("SELECT text, id FROM items WHERE kind = 'text'").fetchall())
+    images = {
+        Path(path).name: item_id for path, item_id in stored_items(index_dir, "image").items()
+    }
+    args = ("--device", "cpu", "--max-upload-mb", str(MAX_UPLOAD_MB))
+    with ServerProcess(index_dir, *args, log_path=root / "server.log") as server:
+        yield Served(server.url, index_dir, photos, images, texts, server)
