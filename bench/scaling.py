@@ -43,6 +43,7 @@ from searchmm.defaults import BATCH_SIZE as DEFAULT_BATCH_SIZE
 from searchmm.ingest.summary import IngestSummary
 from searchmm.settings import default_workers, resolve_device
 from searchmm.store.database import DB_FILENAME
+from searchmm.vocabulary import Kind
 
 FLATNESS_TARGET = 1.2
 INCREMENTAL_TARGET = 1.5
@@ -225,8 +226,8 @@ def measure_size(
     check(summary, n, 0, f"full ingest of {n}")
     result = SizeResult(n, full, full)
     result.db_bytes, result.wal_bytes, result.shm_bytes = store_sizes(index_dir)
-    result.index_bytes = sum(index["bytes"] for index in stats.indexes.values())
-    result.index_spec = stats.indexes["image"]["spec"]
+    result.index_bytes = sum(index.bytes for index in stats.indexes.values())
+    result.index_spec = stats.indexes[Kind.IMAGE].spec
     progress(f"n={n:,}: {full.wall_s:.1f} s; no-change re-ingest")
     result.rerun, summary = timed_ingest(index_dir, root, args)
     check(summary, 0, n, f"re-ingest of {n}")

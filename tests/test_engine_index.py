@@ -29,7 +29,7 @@ def test_ann_index_chosen_by_size_and_kept_consistent(
     with Engine(index_dir, model=spec, exact_threshold=4) as engine:
         engine.ingest([photo_dir])
         # Chosen by size: 10 vectors over the threshold of 4, nlist = 2 ** round(log2(sqrt(10))).
-        assert engine.stats().indexes["image"]["spec"] == "IVF4,Flat"
+        assert engine.stats().indexes["image"].spec == "IVF4,Flat"
         if chosen != "auto":
             engine.reindex(chosen)
         for path in sorted(photo_dir.rglob("*.*")):
@@ -41,7 +41,7 @@ def test_ann_index_chosen_by_size_and_kept_consistent(
         summary = engine.ingest([photo_dir])
         assert (summary.new, summary.removed) == (1, 1)
         # Still 10 vectors: auto keeps its IVF4, a chosen spec is kept across the rebuild.
-        assert engine.stats().indexes["image"]["spec"] == expected
+        assert engine.stats().indexes["image"].spec == expected
     assert index_ids(index_dir, "image") == set(stored_items(index_dir, "image").values())
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
+from helpers.cli import run_cli
 from searchmm.cli.errors import CLI_HINTS, cli_message
 from searchmm.errors import Category, Hint, LockedError, SearchmmError, StoreError
 from searchmm.store.store import Store
