@@ -524,7 +524,7 @@ def test_exact_metrics_equal_the_stored_vectors_and_a_flat_index(
 
     with _engine(index_dir, tiny_config) as engine:  # a second run encodes nothing
         again = evaluate(dataset, engine, ks=(1, 3, 5))
-        assert engine._encoder is None  # not even the model was loaded
+        assert not engine.model_loaded  # not even the model was loaded
     assert again.timings["cached"] is True and again.timings["model_load_s"] is None
     assert again.metrics == report.metrics
 

@@ -26,6 +26,7 @@ from searchmm.engine.searcher import Searcher
 from searchmm.engine.stats import Stats, collect_stats
 from searchmm.errors import Hint, SearchmmError
 from searchmm.ingest.pipeline import Pipeline
+from searchmm.ingest.run import IngestRun
 from searchmm.ingest.summary import IngestOptions, IngestSummary
 from searchmm.model.encoder import Encoder
 from searchmm.model.spec import ModelSpec
@@ -78,6 +79,11 @@ class Engine:
         stored = self._directory.store().get_model() if self._directory.exists() else None
         return self._model.spec(stored)
 
+    @property
+    def model_loaded(self) -> bool:
+        """Whether the weights are loaded (asking never loads them)."""
+        return self._model.loaded is not None
+
     def load_model(self) -> Encoder:
         """Load the model's weights now (the first call takes seconds; later ones return it)."""
         stored = self._directory.store().get_model() if self._directory.exists() else None
@@ -119,7 +125,8 @@ class Engine:
             self.load_model()  # weights that cannot be had leave no empty store behind
         with self._directory.writing(wait) as store:
             self._model.record(store)
-            summary = Pipeline(store, self.load_model, options, stop).run(paths)
+            run = IngestRun(store, self.load_model, options, stop)
+            summary = Pipeline(run).run(paths)
             self._directory.sync()
         return summary
 

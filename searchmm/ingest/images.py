@@ -56,7 +56,7 @@ class ImageExecutor:
         from searchmm.sources.loader import image_loader
 
         preload_in_background()  # ready for the index update when encoding ends
-        encoder = self.run.encoder
+        encoder = self.run.load_encoder()
         loader = image_loader(
             [p.entry.path for p in pending],
             encoder.preprocess,

@@ -11,9 +11,8 @@ digest. The executors are the seam where another way of encoding (e.g. distribut
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from tqdm import tqdm
@@ -21,26 +20,18 @@ from tqdm import tqdm
 from searchmm.ingest.images import ImageExecutor
 from searchmm.ingest.plan import FilePlan, needs_digest, plan_files, stored_files
 from searchmm.ingest.run import IngestRun
-from searchmm.ingest.summary import Failure, IngestOptions, IngestSummary
+from searchmm.ingest.summary import Failure, IngestSummary
 from searchmm.ingest.texts import TextExecutor
-from searchmm.model.encoder import Encoder
 from searchmm.sources.files import digest_files
 from searchmm.sources.scan import FileEntry, ScanResult, scan
-from searchmm.store.store import Store
 from searchmm.vocabulary import Kind
 
 
 class Pipeline:
     """Runs one ingest against a store; the encoder is loaded only if something needs encoding."""
 
-    def __init__(
-        self,
-        store: Store,
-        encoder: Callable[[], Encoder],
-        options: IngestOptions,
-        stop: threading.Event | None = None,
-    ) -> None:
-        self.run_state = IngestRun(store, encoder, options, stop)
+    def __init__(self, run: IngestRun) -> None:
+        self.run_state = run
 
     def run(self, paths: Sequence[str | os.PathLike[str]]) -> IngestSummary:
         """A KeyboardInterrupt is not caught: it rolls back the batch in flight and propagates."""

@@ -29,8 +29,8 @@ class IngestRun:
         self.summary = IngestSummary()
         self._stop = stop
 
-    @property
-    def encoder(self) -> Encoder:
+    def load_encoder(self) -> Encoder:
+        """The model, loaded on the first call (seconds): only once something must be encoded."""
         return self._encoder_factory()
 
     def stopping(self) -> bool:

@@ -113,7 +113,7 @@ class TextExecutor:
             by_content.update((c, by_id[reusable[c]]) for c in copied)
             self.summary.reused += sum(1 for c in contents if c in reusable)
         if fresh:
-            encoded = self.run.encoder.encode_texts(list(fresh.values()))
+            encoded = self.run.load_encoder().encode_texts(list(fresh.values()))
             by_content.update(zip(fresh.keys(), encoded, strict=True))
             self.summary.encoded_texts += len(fresh)
         return np.stack([by_content[c] for c in contents])
