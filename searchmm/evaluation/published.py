@@ -7,8 +7,6 @@ text -> image (`image_retrieval_recall@K`), TR image -> text (`text_retrieval_re
 
 from __future__ import annotations
 
-from typing import Any
-
 SOURCE = "open_clip docs/openclip_retrieval_results.csv (CLIP_benchmark)"
 COCO_5K = "coco-5k"
 FLICKR30K_1K = "flickr30k-1k"
@@ -63,7 +61,3 @@ def published_metrics(model: str, pretrained: str, benchmark: str | None) -> dic
     row = _TABLE.get((model, pretrained.lower()), {}).get(benchmark)
     return dict(zip(_KEYS, row, strict=True)) if row else {}
 
-
-def published_pairs() -> list[dict[str, Any]]:
-    """Every (model, pretrained) pair with figures, for documentation and tests."""
-    return [{"model": m, "pretrained": p, "benchmarks": sorted(b)} for (m, p), b in _TABLE.items()]
