@@ -60,4 +60,3 @@ def published_metrics(model: str, pretrained: str, benchmark: str | None) -> dic
         return {}
     row = _TABLE.get((model, pretrained.lower()), {}).get(benchmark)
     return dict(zip(_KEYS, row, strict=True)) if row else {}
-

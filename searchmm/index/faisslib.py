@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from typing import Any
+from typing import Any, TypeAlias
 
 from searchmm.errors import SearchmmError
 
+# A FAISS object (an index, parameters, a selector): faiss ships no type information.
+FaissObject: TypeAlias = Any
 
-def load_faiss() -> Any:
+
+def load_faiss() -> FaissObject:
     """Import FAISS on first use, so that importing searchmm stays cheap and FAISS optional."""
     try:
         import faiss

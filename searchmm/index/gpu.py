@@ -7,12 +7,10 @@ limit). Types FAISS cannot put on a GPU (HNSW) stay on the CPU silently.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from searchmm.errors import SearchmmError
-from searchmm.index.faisslib import load_faiss
+from searchmm.index.faisslib import FaissObject, load_faiss
 
 GPU_MAX_K = 2048  # FAISS's GPU k-selection limit; a larger k is answered on the CPU index
 
@@ -32,11 +30,11 @@ class GpuMirror:
         if use_gpu and not gpus:
             raise SearchmmError("use_gpu=True but FAISS sees no GPU (is faiss-gpu installed?)")
         self.wanted = bool(gpus) if use_gpu is None else use_gpu
-        self.index: Any = None
+        self.index: FaissObject = None
         self.unsupported = False  # the type cannot go to a GPU: never try again
         self.ahead = False  # the copy holds adds the CPU index lacks
 
-    def ensure(self, cpu: Any) -> Any:
+    def ensure(self, cpu: FaissObject) -> FaissObject:
         """The GPU copy of `cpu`, made on first use; None when unwanted or impossible."""
         if not self.wanted or self.unsupported or not cpu.is_trained:
             return None
@@ -56,14 +54,14 @@ class GpuMirror:
         self.ahead = True
         return True
 
-    def ntotal(self, cpu: Any) -> int:
+    def ntotal(self, cpu: FaissObject) -> int:
         return int((self.index if self.ahead else cpu).ntotal)
 
-    def searcher(self, cpu: Any, k: int) -> Any:
+    def searcher(self, cpu: FaissObject, k: int) -> FaissObject:
         """The GPU copy to answer a k-nearest search, or None: use the (refreshed) CPU index."""
         return self.ensure(cpu) if k <= GPU_MAX_K else None
 
-    def refreshed_cpu(self) -> Any:
+    def refreshed_cpu(self) -> FaissObject:
         """A CPU index with every add the copy holds, or None when the CPU index is current."""
         if not self.ahead:
             return None

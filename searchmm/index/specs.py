@@ -8,13 +8,12 @@ keeps no ids of its own).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from searchmm.defaults import EXACT_THRESHOLD
 from searchmm.errors import SearchmmError
-from searchmm.index.faisslib import faiss_reason, load_faiss
+from searchmm.index.faisslib import FaissObject, faiss_reason, load_faiss
 
 AUTO = "auto"
 
@@ -63,7 +62,7 @@ def family(spec: str) -> str:
     return "".join(ch for ch in head if not ch.isdigit())
 
 
-def chain(index: Any) -> list[Any]:
+def chain(index: FaissObject) -> list[FaissObject]:
     """The index and what it wraps (IDMap, PreTransform, Refine), outermost first, downcast."""
     faiss = load_faiss()
     parts = [faiss.downcast_index(index)]
@@ -77,7 +76,7 @@ def chain(index: Any) -> list[Any]:
             return parts
 
 
-def make_index(dim: int, spec: str, params: IndexParams) -> tuple[Any, str]:
+def make_index(dim: int, spec: str, params: IndexParams) -> tuple[FaissObject, str]:
     """(empty FAISS index, its spec): wrapped in IDMap2 when the type cannot take ids itself."""
     faiss = load_faiss()
     index = _factory(dim, spec)
@@ -89,7 +88,7 @@ def make_index(dim: int, spec: str, params: IndexParams) -> tuple[Any, str]:
     return index, spec
 
 
-def search_params(index: Any, params: IndexParams) -> dict[str, int]:
+def search_params(index: FaissObject, params: IndexParams) -> dict[str, int]:
     """The FAISS search parameters (by FAISS's names) this type of index is searched with."""
     faiss = load_faiss()
     parts = chain(index)
@@ -103,7 +102,7 @@ def search_params(index: Any, params: IndexParams) -> dict[str, int]:
     return found
 
 
-def apply_search_params(index: Any, values: dict[str, int]) -> None:
+def apply_search_params(index: FaissObject, values: dict[str, int]) -> None:
     """efSearch is serialised but nprobe is not for every type: apply after any load.
     ParameterSpace reaches through IDMap wrappers; GPU clones copy nprobe themselves."""
     space = load_faiss().ParameterSpace()
@@ -111,7 +110,7 @@ def apply_search_params(index: Any, values: dict[str, int]) -> None:
         space.set_index_parameter(index, name, value)
 
 
-def selector_params(values: dict[str, int], allowed: np.ndarray) -> Any:
+def selector_params(values: dict[str, int], allowed: np.ndarray) -> FaissObject:
     """Search parameters of the index's own type (they carry nprobe or efSearch), with an ID
     selector restricting results to `allowed`."""
     faiss = load_faiss()
@@ -123,14 +122,14 @@ def selector_params(values: dict[str, int], allowed: np.ndarray) -> Any:
     return faiss.SearchParameters(sel=selector)
 
 
-def _takes_ids(index: Any) -> bool:
+def _takes_ids(index: FaissObject) -> bool:
     """Whether add_with_ids works without an IDMap2 wrapper (IDMap itself, or IVF)."""
     faiss = load_faiss()
     top = next(i for i in chain(index) if not isinstance(i, faiss.IndexPreTransform))
     return isinstance(top, (faiss.IndexIDMap, faiss.IndexIVF))
 
 
-def _factory(dim: int, spec: str) -> Any:
+def _factory(dim: int, spec: str) -> FaissObject:
     faiss = load_faiss()
     try:
         return faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)

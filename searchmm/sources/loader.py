@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from PIL import Image
@@ -27,7 +27,16 @@ class DecodedBatch:
     failures: list[tuple[int, str]]
 
 
-class ImageDataset(torch.utils.data.Dataset[dict[str, Any]]):
+class Decoded(TypedDict):
+    """One dataset item: the tensor and displayed size of a good file, or why it failed."""
+
+    index: int
+    pixels: torch.Tensor | None
+    size: tuple[int, int] | None
+    error: str | None
+
+
+class ImageDataset(torch.utils.data.Dataset[Decoded]):
     """Decodes and preprocesses one path per item; a failure is an error item, never a raise.
 
     `expected` holds each file's (size, mtime_ns) as scanned: a file that no longer matches after
@@ -50,8 +59,8 @@ class ImageDataset(torch.utils.data.Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item: dict[str, Any] = {"index": i, "pixels": None, "size": None, "error": None}
+    def __getitem__(self, i: int) -> Decoded:
+        item: Decoded = {"index": i, "pixels": None, "size": None, "error": None}
         try:
             img, size = load_image(self.paths[i], draft_size=self.draft_size)
             pixels = self.transform(img)
@@ -65,13 +74,17 @@ class ImageDataset(torch.utils.data.Dataset[dict[str, Any]]):
         return item
 
 
-def collate_decoded(items: list[dict[str, Any]]) -> DecodedBatch:
+def collate_decoded(items: list[Decoded]) -> DecodedBatch:
     """Stack the good items' tensors; keep the bad items' reasons beside them."""
-    good = [it for it in items if it["error"] is None]
+    good = [
+        (it["index"], it["pixels"], it["size"])
+        for it in items
+        if it["error"] is None and it["pixels"] is not None and it["size"] is not None
+    ]
     return DecodedBatch(
-        indices=[it["index"] for it in good],
-        pixels=torch.stack([it["pixels"] for it in good]) if good else None,
-        sizes=[tuple(it["size"]) for it in good],
+        indices=[index for index, _, _ in good],
+        pixels=torch.stack([pixels for _, pixels, _ in good]) if good else None,
+        sizes=[(int(size[0]), int(size[1])) for _, _, size in good],
         failures=[(it["index"], it["error"]) for it in items if it["error"] is not None],
     )
 
@@ -104,7 +117,7 @@ def image_loader(
     workers: int,
     draft_size: int | None = None,
     expected: Sequence[tuple[int, int]] | None = None,
-) -> torch.utils.data.DataLoader[dict[str, Any]]:
+) -> torch.utils.data.DataLoader[Decoded]:
     """Batches of `DecodedBatch`, in path order, decoded by `workers` processes (0: inline)."""
     extra: dict[str, Any] = {"prefetch_factor": 4} if workers > 0 else {}
     return torch.utils.data.DataLoader(
