@@ -41,6 +41,8 @@ class Hint(StrEnum):
     PASS_MODEL_CONFIG = "pass_model_config"
     ALLOW_MISSING = "allow_missing"
     BATCH_OPTIONS = "batch_options"
+    DROP_MODEL_NAME = "drop_model_name"
+    PASS_SPLIT_FILE = "pass_split_file"
 
 
 class SearchmmError(Exception):

@@ -18,6 +18,7 @@ from helpers.cli import invoke
 from helpers.files import COCO_SAMPLE, make_image
 from helpers.store import stored_items, stored_vectors
 from searchmm import Engine, ModelSpec, SearchmmError
+from searchmm.errors import Hint
 from searchmm.evaluation import (
     EvaluationReport,
     default_bench_dir,
@@ -315,8 +316,9 @@ def test_coco_karpathy_split_takes_all_official_captions(tmp_path: Path) -> None
     assert (len(val.image_paths), len(val.captions)) == (5, 25)
     with pytest.raises(SearchmmError, match="unknown split 'restval'; the file has: test, train"):
         load_coco(images, SAMPLE_CAPTIONS, karpathy_split=split_file, split="restval")
-    with pytest.raises(SearchmmError, match="--split needs --karpathy-split"):
+    with pytest.raises(SearchmmError, match="a split needs a Karpathy split file") as refused:
         load_coco(images, SAMPLE_CAPTIONS, split="test")
+    assert refused.value.hint is Hint.PASS_SPLIT_FILE
 
 
 @needs_sample

@@ -26,6 +26,8 @@ CLI_HINTS: dict[Hint, str] = {
     Hint.PASS_MODEL_CONFIG: "{message} or pass --model-config FILE",
     Hint.ALLOW_MISSING: "{message}, or pass --allow-missing to evaluate without them",
     Hint.BATCH_OPTIONS: "--batch-size must be at least 1 and --workers at least 0",
+    Hint.DROP_MODEL_NAME: "{message}: leave out --model (--model-config names the model)",
+    Hint.PASS_SPLIT_FILE: "{message}: --split needs --karpathy-split",
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from searchmm.errors import SearchmmError
+from searchmm.errors import Hint, SearchmmError
 
 ALL = "all"  # the split label when no split file narrows the images down
 KARPATHY = "karpathy"
@@ -214,7 +214,10 @@ def load_coco(
     file_names, captions = read_coco_captions(captions_path)
     if karpathy_split is None:
         if split is not None:
-            raise SearchmmError("--split needs --karpathy-split (the split file names the splits)")
+            raise SearchmmError(
+                "a split needs a Karpathy split file (it names the splits)",
+                hint=Hint.PASS_SPLIT_FILE,
+            )
         images = [
             (image_id, [images_dir / file_names[image_id]], captions[image_id])
             for image_id in file_names

@@ -44,8 +44,9 @@ class ModelSpec:
             config_json, config_name = _read_model_config(Path(model_config))
             if model not in (None, config_name):
                 raise ModelLoadError(
-                    f"--model {model} and --model-config {model_config} disagree: a custom "
-                    f"architecture is named after its file ({config_name!r}); leave out --model"
+                    f"model {model!r} and the custom architecture {model_config} disagree: a "
+                    f"custom architecture is named after its file ({config_name!r})",
+                    hint=Hint.DROP_MODEL_NAME,
                 )
             model = config_name
             pretrained = pretrained or RANDOM_INIT

@@ -43,7 +43,7 @@ def parse_where(spec: str) -> tuple[str, str]:
     """`key=value` -> (key, value); the value may itself contain '='."""
     key, sep, value = spec.partition("=")
     if not sep or not key.strip():
-        raise SearchmmError(f"--where {spec!r}: write KEY=VALUE, e.g. --where lang=fr")
+        raise SearchmmError(f"metadata filter {spec!r}: write KEY=VALUE, e.g. lang=fr")
     return key.strip(), value
 
 

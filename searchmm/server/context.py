@@ -44,7 +44,10 @@ class ServerContext:
             log.warning("%s", exc)  # no index yet: searches will say so
             return
         if stats.model is None:
-            log.warning("the index at %s is empty: run `searchmm ingest PATH`", stats.index_dir)
+            log.warning(
+                "the index at %s is empty: nothing to search until files are ingested",
+                stats.index_dir,
+            )
             return
         encoder = self.engine.load_model()
         encoder.encode_texts([WARM_UP_TEXT])
