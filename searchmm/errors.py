@@ -43,6 +43,7 @@ class Hint(StrEnum):
     BATCH_OPTIONS = "batch_options"
     DROP_MODEL_NAME = "drop_model_name"
     PASS_SPLIT_FILE = "pass_split_file"
+    USE_TORCH_BACKEND = "use_torch_backend"
 
 
 class SearchmmError(Exception):

@@ -19,6 +19,7 @@ from .errors import user_errors
 from .options import (
     DEFAULT_DEVICE,
     DEFAULT_WORKERS,
+    BackendName,
     BatchSize,
     Device,
     IndexDir,
@@ -45,6 +46,7 @@ def ingest(
     batch_size: BatchSize = defaults.BATCH_SIZE,
     workers: Workers = DEFAULT_WORKERS,
     device: Device = DEFAULT_DEVICE,
+    backend: BackendName = None,
     include_hidden: Annotated[
         bool, typer.Option("--include-hidden", help="Also walk hidden files")
     ] = False,
@@ -56,7 +58,8 @@ def ingest(
     as_json: JsonFlag = False,
 ) -> None:
     """Add new and changed files to the index, drop the ones that are gone."""
-    engine = open_engine(index_dir, device, model_spec(model, pretrained, model_config))
+    spec = model_spec(model, pretrained, model_config)
+    engine = open_engine(index_dir, device, spec, backend)
     with engine, first_ctrl_c_stops() as stop:
         summary = engine.ingest(
             paths,

@@ -23,6 +23,14 @@ IndexDir = Annotated[
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
+BackendName = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        help="What encodes queries: onnx (the store's export), torch, or auto",
+        show_default="$SEARCHMM_BACKEND, else auto",
+    ),
+]
 Wait = Annotated[
     float,
     typer.Option("--wait", help="Seconds to wait for another writer's lock", show_default="refuse"),
@@ -97,8 +105,11 @@ def workers_or_default(workers: int) -> int:
 
 
 def open_engine(
-    index_dir: Path | None, device: str = DEFAULT_DEVICE, model: ModelSpec | None = None
+    index_dir: Path | None,
+    device: str = DEFAULT_DEVICE,
+    model: ModelSpec | None = None,
+    backend: str | None = None,
 ) -> Engine:
     from searchmm.engine.engine import Engine
 
-    return Engine(index_dir, model=model, device=device)
+    return Engine(index_dir, model=model, device=device, backend=backend)

@@ -10,7 +10,7 @@ import typer
 from searchmm import defaults
 
 from .errors import user_errors
-from .options import DEFAULT_DEVICE, Device, IndexDir, JsonFlag, open_engine
+from .options import DEFAULT_DEVICE, BackendName, Device, IndexDir, JsonFlag, open_engine
 from .output import emit_json, print_hits
 
 
@@ -50,6 +50,7 @@ def query(
     ] = None,
     index_dir: IndexDir = None,
     device: Device = DEFAULT_DEVICE,
+    backend: BackendName = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Search images (or texts) by texts, images and stored items, weighted and filtered.
@@ -75,7 +76,7 @@ def query(
         min_height=min_height,
         where=tuple(parse_where(w) for w in where or ()),
     )
-    with open_engine(index_dir, device) as engine:
+    with open_engine(index_dir, device, backend=backend) as engine:
         hits = engine.search(
             terms, target=target, k=k, offset=offset, threshold=threshold, filters=filters
         )

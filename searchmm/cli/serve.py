@@ -9,7 +9,7 @@ import typer
 from searchmm import defaults
 
 from .errors import user_errors
-from .options import DEFAULT_DEVICE, Device, IndexDir
+from .options import DEFAULT_DEVICE, BackendName, Device, IndexDir
 
 
 @user_errors
@@ -20,6 +20,7 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     device: Device = DEFAULT_DEVICE,
+    backend: BackendName = None,
     max_upload_mb: Annotated[
         float, typer.Option("--max-upload-mb", help="Largest query image accepted, in MB")
     ] = defaults.MAX_UPLOAD_BYTES / 1_000_000,
@@ -39,6 +40,7 @@ def serve(
         host=host,
         port=port,
         device=device,
+        backend=backend,
         max_upload_bytes=int(max_upload_mb * 1_000_000),
         log_level=log_level,
     )

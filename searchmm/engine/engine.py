@@ -25,17 +25,16 @@ from searchmm.engine.model_binding import ModelBinding
 from searchmm.engine.searcher import Searcher
 from searchmm.engine.stats import Stats, collect_stats
 from searchmm.errors import Hint, SearchmmError
-from searchmm.ingest.pipeline import Pipeline
-from searchmm.ingest.run import IngestRun
 from searchmm.ingest.summary import IngestOptions, IngestSummary
-from searchmm.model.encoder import Encoder
+from searchmm.model.backend import Backend
+from searchmm.model.encoder import Encoder, QueryEncoder
 from searchmm.model.spec import ModelSpec
 from searchmm.search.hits import Hit
 from searchmm.search.options import SearchKwargs, SearchOptions
 from searchmm.search.terms import Scheme, Term
 from searchmm.settings import resolve_index_dir
 from searchmm.sources.scan import check_root
-from searchmm.store.records import Item
+from searchmm.store.records import Item, StoredModel
 from searchmm.vocabulary import KINDS, Kind, Target
 
 
@@ -44,7 +43,9 @@ class Engine:
 
     `model` is needed only for the first ingest (later the recorded model is used); giving a
     different one for an existing store raises `ModelMismatchError`. Nothing is opened or loaded
-    until a method needs it; `load_model()` loads the weights explicitly.
+    until a method needs it; `load_model()` loads the weights explicitly. `backend` (default
+    `$SEARCHMM_BACKEND`, else auto) says what encodes queries: `auto` the store's verified ONNX
+    export when it has one, else torch; `onnx` only the export; `torch` only torch.
     """
 
     def __init__(
@@ -55,10 +56,11 @@ class Engine:
         device: str | None = None,
         exact_threshold: int = defaults.EXACT_THRESHOLD,
         exact_filter_limit: int = defaults.EXACT_FILTER_LIMIT,
+        backend: str | Backend | None = None,
     ) -> None:
         self.index_dir = resolve_index_dir(index_dir)
         self._directory = IndexDirectory(self.index_dir, exact_threshold=exact_threshold)
-        self._model = ModelBinding(self.index_dir, model, device)
+        self._model = ModelBinding(self.index_dir, model, device, Backend.resolve(backend))
         self._searcher = Searcher(
             self._directory, self._model, exact_filter_limit=exact_filter_limit
         )
@@ -81,13 +83,19 @@ class Engine:
 
     @property
     def model_loaded(self) -> bool:
-        """Whether the weights are loaded (asking never loads them)."""
+        """Whether the query encoder is loaded (asking never loads it)."""
         return self._model.loaded is not None
 
-    def load_model(self) -> Encoder:
-        """Load the model's weights now (the first call takes seconds; later ones return it)."""
-        stored = self._directory.store().get_model() if self._directory.exists() else None
-        return self._model.load(stored)
+    def load_model(self) -> QueryEncoder:
+        """Load the encoder queries use now (the first call takes seconds; later ones return it):
+        onnxruntime on the store's verified export, or open_clip on torch (see `backend`)."""
+        return self._model.load_query(self._stored_model())
+
+    def _load_torch(self) -> Encoder:
+        return self._model.load_torch(self._stored_model())
+
+    def _stored_model(self) -> StoredModel | None:
+        return self._directory.store().get_model() if self._directory.exists() else None
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -122,12 +130,16 @@ class Engine:
         for path in paths:
             check_root(path)  # a typo in a path fails before any model or store is touched
         if not self._directory.exists():
-            self.load_model()  # weights that cannot be had leave no empty store behind
+            self._load_torch()  # weights that cannot be had leave no empty store behind
+        from searchmm.ingest.pipeline import Pipeline
+        from searchmm.ingest.run import IngestRun
+
         with self._directory.writing(wait) as store:
             self._model.record(store)
-            run = IngestRun(store, self.load_model, options, stop)
-            summary = Pipeline(run).run(paths)
+            summary = Pipeline(IngestRun(store, self._load_torch, options, stop)).run(paths)
             self._directory.sync()
+        if self._model.torch_loaded is not None:
+            self._model.export(self._model.torch_loaded)  # once: for torch-free queries
         return summary
 
     def remove(self, paths: Sequence[str | os.PathLike[str]], *, wait: float = 0.0) -> int:

@@ -1,7 +1,9 @@
-"""The one model of a store: which it is, and its encoder once someone asks for it.
+"""The one model of a store: which it is, and its encoders once someone asks for them.
 
 A store records its model on the first ingest; later the recorded model is used, and a
 different one is refused before anything is written, so vectors of two models never mix.
+Ingest encodes with torch; queries with the store's verified ONNX export when there is one
+(made the first time torch is loaded for the store), else with torch.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ import dataclasses
 import threading
 from pathlib import Path
 
-from searchmm.errors import Hint, ModelMismatchError
-from searchmm.model.encoder import Encoder
-from searchmm.model.loading import load_encoder
+from searchmm.errors import Hint, ModelMismatchError, SearchmmError
+from searchmm.model.backend import Backend
+from searchmm.model.encoder import QueryEncoder, TorchEncoder
 from searchmm.model.spec import ModelSpec
 from searchmm.store.records import StoredModel
 from searchmm.store.store import Store
@@ -31,17 +33,30 @@ def spec_of(record: StoredModel) -> ModelSpec:
 class ModelBinding:
     """The requested model (if any) against the stored one, and the encoder, loaded once."""
 
-    def __init__(self, index_dir: Path, requested: ModelSpec | None, device: str | None) -> None:
+    def __init__(
+        self,
+        index_dir: Path,
+        requested: ModelSpec | None,
+        device: str | None,
+        backend: Backend = Backend.AUTO,
+    ) -> None:
         self.index_dir = index_dir
         self.requested = requested
         self.device = device
-        self._encoder: Encoder | None = None
-        self._lock = threading.Lock()
+        self.backend = backend
+        self._torch: TorchEncoder | None = None
+        self._query: QueryEncoder | None = None
+        self._lock = threading.RLock()
 
     @property
-    def loaded(self) -> Encoder | None:
-        """The encoder if it was loaded already (never loads it)."""
-        return self._encoder
+    def torch_loaded(self) -> TorchEncoder | None:
+        """The torch encoder if it was loaded already (never loads it)."""
+        return self._torch
+
+    @property
+    def loaded(self) -> QueryEncoder | None:
+        """The encoder queries use, if it was loaded already (never loads it)."""
+        return self._query
 
     def spec(self, stored: StoredModel | None) -> ModelSpec:
         """The store's model, or the requested (else default) one for a store without one."""
@@ -57,12 +72,51 @@ class ModelBinding:
             )
         return wanted or recorded  # a requested checkpoint may have moved: same digest, new path
 
-    def load(self, stored: StoredModel | None) -> Encoder:
-        """Load the model's weights (seconds) the first time; the same encoder afterwards."""
+    def load_torch(self, stored: StoredModel | None) -> TorchEncoder:
+        """Load the model with open_clip (seconds) the first time; the same encoder afterwards."""
         with self._lock:
-            if self._encoder is None:
-                self._encoder = load_encoder(self.spec(stored), self.device)
-            return self._encoder
+            if self._torch is None:
+                from searchmm.model.loading import load_encoder
+
+                self._torch = load_encoder(self.spec(stored), self.device)
+            return self._torch
+
+    def load_query(self, stored: StoredModel | None) -> QueryEncoder:
+        """The encoder for queries: the verified ONNX export unless the backend says torch."""
+        with self._lock:
+            if self._query is None:
+                self._query = self._query_encoder(stored)
+            return self._query
+
+    def _query_encoder(self, stored: StoredModel | None) -> QueryEncoder:
+        spec = self.spec(stored)
+        if self.backend is not Backend.TORCH and stored is not None:
+            from searchmm.model.onnx_files import find_export
+
+            found = find_export(self.index_dir, spec)
+            if found is not None:
+                from searchmm.model.onnx_encoder import OnnxEncoder
+
+                return OnnxEncoder(spec, *found)
+            if self.backend is Backend.ONNX and self._torch is None:
+                raise SearchmmError(
+                    f"{self.index_dir} has no verified ONNX export of {spec.describe()} yet",
+                    hint=Hint.USE_TORCH_BACKEND,
+                )
+        encoder = self.load_torch(stored)
+        if self.backend is not Backend.TORCH and stored is not None:
+            exported = self.export(encoder)
+            if exported is not None and self.backend is Backend.ONNX:
+                return exported
+        return encoder
+
+    def export(self, encoder: TorchEncoder) -> QueryEncoder | None:
+        """Make the store's ONNX export if it has none (the torch backend never makes one)."""
+        if self.backend is Backend.TORCH:
+            return None
+        from searchmm.model.onnx_export import ensure_export
+
+        return ensure_export(encoder, self.index_dir)
 
     def record(self, store: Store) -> None:
         """Record the model in a new store, or where a requested checkpoint now lives.
@@ -70,7 +124,7 @@ class ModelBinding:
         stored = store.get_model()
         spec = self.spec(stored)
         if stored is None:
-            encoder = self.load(None)
+            encoder = self.load_torch(None)
             store.set_model(
                 StoredModel(
                     id=1,

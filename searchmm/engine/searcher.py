@@ -12,7 +12,7 @@ from searchmm.engine.directory import IndexDirectory
 from searchmm.engine.model_binding import ModelBinding
 from searchmm.errors import NotFoundError, SearchmmError
 from searchmm.index.faisslib import preload_in_background
-from searchmm.model.encoder import Encoder
+from searchmm.model.encoder import QueryEncoder
 from searchmm.search.dupes import duplicate_groups
 from searchmm.search.hits import Hit
 from searchmm.search.options import SearchOptions
@@ -37,8 +37,8 @@ class Searcher:
         self.model = model
         self.exact_filter_limit = exact_filter_limit
 
-    def encoder(self) -> Encoder:
-        return self.model.load(self.directory.store().get_model())
+    def encoder(self) -> QueryEncoder:
+        return self.model.load_query(self.directory.store().get_model())
 
     def search(self, terms: Sequence[Term], options: SearchOptions) -> list[Hit]:
         """The weighted combination of the terms' vectors, ranked (see `search_vector`)."""

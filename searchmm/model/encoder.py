@@ -1,7 +1,7 @@
 """The encoder seam: what ingest and search need from a model, whatever runs it.
 
-`TorchEncoder` (open_clip on torch) is the one backend today; another (onnxruntime) only has to
-provide the same few members.
+`TorchEncoder` (open_clip on torch) serves ingest and queries; `OnnxEncoder` (onnxruntime, in
+`onnx_encoder`) serves queries from a store's verified export, without importing torch.
 """
 
 from __future__ import annotations
@@ -23,23 +23,31 @@ if TYPE_CHECKING:
 CHARS_PER_TOKEN_BOUND = 64
 
 
-class Encoder(Protocol):
-    """A loaded model: L2-normalised float32 vectors for preprocessed images and for texts."""
+class QueryEncoder(Protocol):
+    """What a query needs: L2-normalised float32 vectors for texts and for decoded images."""
 
     spec: ModelSpec
     dim: int
     image_size: int
     device: str
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor: ...
-
-    def encode_images(self, pixels: torch.Tensor) -> np.ndarray: ...
-
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Decoded RGB images, preprocessed as the model's own transform does, then encoded."""
+        ...
 
     def software(self) -> dict[str, str]:
         """Versions of what computes the vectors, recorded with the store's model."""
         ...
+
+
+class Encoder(QueryEncoder, Protocol):
+    """What ingest needs besides: a preprocess that decode workers run, and batches of pixels."""
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor: ...
+
+    def encode_images(self, pixels: torch.Tensor) -> np.ndarray: ...
 
 
 class TorchEncoder:
@@ -63,6 +71,11 @@ class TorchEncoder:
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         output_dim = getattr(model.visual, "output_dim", None)
         self.dim = int(output_dim) if output_dim else int(self.encode_texts(["probe"]).shape[1])
+
+    def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
+        import torch
+
+        return self.encode_images(torch.stack([self.preprocess(image) for image in images]))
 
     def software(self) -> dict[str, str]:
         import open_clip

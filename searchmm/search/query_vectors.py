@@ -7,21 +7,20 @@ import os
 import numpy as np
 
 from searchmm.errors import SearchmmError
-from searchmm.model.encoder import Encoder
+from searchmm.model.encoder import QueryEncoder
 from searchmm.sources.images import ImageDecodeError, load_image
 
 
-def text_vector(encoder: Encoder, text: str) -> np.ndarray:
+def text_vector(encoder: QueryEncoder, text: str) -> np.ndarray:
     if not text.strip():
         raise SearchmmError("the query text is empty")
     return np.asarray(encoder.encode_texts([text])[0], dtype=np.float32)
 
 
-def image_vector(encoder: Encoder, path: str | os.PathLike[str]) -> np.ndarray:
+def image_vector(encoder: QueryEncoder, path: str | os.PathLike[str]) -> np.ndarray:
     """Decode a query image exactly as ingest does (same orientation, draft and preprocess)."""
     try:
         image, _ = load_image(os.fspath(path), draft_size=encoder.image_size)
     except ImageDecodeError as exc:
         raise SearchmmError(f"cannot read query image {path}: {exc}") from exc
-    pixels = encoder.preprocess(image).unsqueeze(0)
-    return np.asarray(encoder.encode_images(pixels)[0], dtype=np.float32)
+    return np.asarray(encoder.encode_pil([image])[0], dtype=np.float32)

@@ -56,6 +56,7 @@ def create_app(
     engine_or_index_dir: Engine | str | os.PathLike[str] | None,
     *,
     device: str | None = None,
+    backend: str | None = None,
     max_upload_bytes: int = defaults.MAX_UPLOAD_BYTES,
     allowed_hosts: Sequence[str] | None = None,
     warm: bool = True,
@@ -70,7 +71,7 @@ def create_app(
     if isinstance(engine_or_index_dir, Engine):
         ctx = ServerContext(engine_or_index_dir, max_upload_bytes)
     else:
-        engine = Engine(engine_or_index_dir, device=device)
+        engine = Engine(engine_or_index_dir, device=device, backend=backend)
         ctx = ServerContext(engine, max_upload_bytes, owns_engine=True)
 
     @contextlib.asynccontextmanager

@@ -54,7 +54,7 @@ class ServerContext:
         from PIL import Image
 
         blank = Image.new("RGB", (encoder.image_size, encoder.image_size), (128, 128, 128))
-        encoder.encode_images(encoder.preprocess(blank).unsqueeze(0))
+        encoder.encode_pil([blank])
         for kind in KINDS:
             if stats.searchable(kind):
                 self.engine.search_text(WARM_UP_TEXT, target=kind.target, k=1)

@@ -32,6 +32,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     device: str | None = None,
+    backend: str | None = None,
     max_upload_bytes: int = defaults.MAX_UPLOAD_BYTES,
     log_level: str = "info",
 ) -> None:
@@ -45,6 +46,7 @@ def serve(
     app = create_app(
         index_dir,
         device=device,
+        backend=backend,
         max_upload_bytes=max_upload_bytes,
         allowed_hosts=allowed_hosts_for(host),
         warm=False,

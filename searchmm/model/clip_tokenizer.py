@@ -1,0 +1,120 @@
+"""CLIP's byte-level BPE tokenizer without torch: the token ids open_clip's tokenizer gives.
+
+open_clip's own tokenizer module imports torch at the top, which costs a query seconds. This one
+follows the same rules (ftfy and HTML unescaping, whitespace folding, lower case, CLIP's word
+pattern, byte-to-unicode mapping, merges by rank, `</w>` word ends, start and end tokens, cut at
+the context length with the end token kept) and returns numpy arrays. Before an export is used,
+its ids are checked against open_clip's on probe strings (`model.onnx_export`).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import html
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+VOCAB_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
+START, END = "<start_of_text>", "<end_of_text>"
+# open_clip reads merges 1 .. 49152 - 256 - 2 of the file (line 0 is a version header).
+MERGES = 49152 - 256 - 2
+WORD_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+@functools.cache
+def byte_table() -> dict[int, str]:
+    """One printable unicode symbol per byte value: printable bytes stand for themselves, the
+    others are moved above 255 in byte order, so no symbol is whitespace or a control. The
+    table's order (printable bytes first) is the order of the first 256 token ids."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += range(ord("®"), ord("ÿ") + 1)
+    table = {b: chr(b) for b in printable}
+    others = [b for b in range(256) if b not in table]
+    table.update((b, chr(256 + n)) for n, b in enumerate(others))
+    return table
+
+
+@functools.cache
+def byte_symbols() -> tuple[str, ...]:
+    """`byte_table` indexed by byte value."""
+    table = byte_table()
+    return tuple(table[b] for b in range(256))
+
+
+def clean(text: str) -> str:
+    """open_clip's `lower` cleaning: repaired text, unescaped twice, spaces folded, lower case."""
+    import ftfy
+
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return " ".join(text.split()).lower()
+
+
+class ClipTokenizer:
+    """Texts -> (n, context_length) int64 token ids, zero-padded."""
+
+    def __init__(self, vocab_path: str | Path, context_length: int = 77) -> None:
+        import regex
+
+        with gzip.open(vocab_path, "rt", encoding="utf-8") as f:
+            lines = f.read().split("\n")[1 : MERGES + 1]
+        merges = [tuple(line.split()) for line in lines]
+        symbols = list(byte_table().values())
+        vocab = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges)]
+        vocab += [START, END]
+        self.ids = {token: i for i, token in enumerate(vocab)}
+        self.ranks = {(m[0], m[1]): rank for rank, m in enumerate(merges)}
+        self.start, self.end = self.ids[START], self.ids[END]
+        self.context_length = context_length
+        self.pattern = regex.compile(f"{START}|{END}|{WORD_PATTERN}", regex.IGNORECASE)
+        self._words: dict[str, tuple[str, ...]] = {START: (START,), END: (END,)}
+
+    def word_pieces(self, word: str) -> tuple[str, ...]:
+        """A word's symbols, merged pair by pair, lowest rank first, until no pair merges."""
+        known = self._words.get(word)
+        if known is not None:
+            return known
+        pieces = [*word[:-1], word[-1] + "</w>"]
+        while len(pieces) > 1:
+            ranked = [
+                (self.ranks[pair], pair)
+                for pair in itertools.pairwise(pieces)
+                if pair in self.ranks
+            ]
+            if not ranked:
+                break
+            _, (first, second) = min(ranked)
+            merged: list[str] = []
+            i = 0
+            while i < len(pieces):
+                if i + 1 < len(pieces) and pieces[i] == first and pieces[i + 1] == second:
+                    merged.append(first + second)
+                    i += 2
+                else:
+                    merged.append(pieces[i])
+                    i += 1
+            pieces = merged
+        result = tuple(pieces)
+        self._words[word] = result
+        return result
+
+    def encode(self, text: str) -> list[int]:
+        """The ids of a text's words, without start and end tokens."""
+        symbols = byte_symbols()
+        ids: list[int] = []
+        for match in self.pattern.findall(clean(text)):
+            word = match if match in (START, END) else "".join(symbols[b] for b in match.encode())
+            ids.extend(self.ids[piece] for piece in self.word_pieces(word))
+        return ids
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.context_length), dtype=np.int64)
+        for row, text in enumerate(texts):
+            ids = [self.start, *self.encode(text), self.end]
+            if len(ids) > self.context_length:
+                ids = [*ids[: self.context_length - 1], self.end]
+            out[row, : len(ids)] = ids
+        return out

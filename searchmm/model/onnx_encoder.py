@@ -1,0 +1,76 @@
+"""Queries encoded by onnxruntime from a store's verified export: no torch, no torchvision.
+
+Each tower's session is created the first time it is needed, so a text query never reads the
+image tower (and the other way round).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from searchmm.model.clip_tokenizer import ClipTokenizer
+from searchmm.model.onnx_files import IMAGE_FILE, TEXT_FILE, OnnxManifest
+from searchmm.model.spec import ModelSpec
+
+
+def normalised(features: np.ndarray) -> np.ndarray:
+    features = np.asarray(features, dtype=np.float32)
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return np.ascontiguousarray(features / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+class OnnxEncoder:
+    """A `QueryEncoder` over one export folder."""
+
+    device = "cpu"
+
+    def __init__(self, spec: ModelSpec, folder: Path, manifest: OnnxManifest) -> None:
+        self.spec = spec
+        self.folder = folder
+        self.manifest = manifest
+        self.dim = manifest.dim
+        self.image_size = manifest.pixels.size
+        self._sessions: dict[str, Any] = {}
+        self._tokenizer: ClipTokenizer | None = None
+        self._lock = threading.Lock()
+
+    def _session(self, name: str) -> Any:
+        with self._lock:
+            if name not in self._sessions:
+                import onnxruntime
+
+                options = onnxruntime.SessionOptions()
+                options.log_severity_level = 3  # errors only: its warnings are not the user's
+                self._sessions[name] = onnxruntime.InferenceSession(
+                    str(self.folder / name), options, providers=["CPUExecutionProvider"]
+                )
+            return self._sessions[name]
+
+    def tokenizer(self) -> ClipTokenizer:
+        with self._lock:
+            if self._tokenizer is None:
+                vocab = self.folder / self.manifest.vocab
+                self._tokenizer = ClipTokenizer(vocab, self.manifest.context_length)
+            return self._tokenizer
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        limit = self.manifest.char_limit
+        tokens = self.tokenizer()([text[:limit] for text in texts])
+        (features,) = self._session(TEXT_FILE).run(None, {"input": tokens})
+        return normalised(features)
+
+    def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
+        pixels = self.manifest.pixels.batch(list(images))
+        (features,) = self._session(IMAGE_FILE).run(None, {"input": pixels})
+        return normalised(features)
+
+    def software(self) -> dict[str, str]:
+        import onnxruntime
+
+        return {"onnxruntime": str(onnxruntime.__version__)}

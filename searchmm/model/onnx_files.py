@@ -1,0 +1,100 @@
+"""A store's ONNX export on disk: where it lives, what its manifest says, whether to use it.
+
+    <index dir>/onnx-<key>/manifest.json, text.onnx, image.onnx, bpe_simple_vocab_16e6.txt.gz
+    <index dir>/onnx-<key>.rejected     why an export was not made or did not pass its checks
+
+The key is a hash of the model's identity, so a store whose model changes never reads another
+model's export. Nothing here imports torch: this is the query side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from searchmm.model.pixels import PixelRecipe
+from searchmm.model.spec import ModelSpec
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+TEXT_FILE, IMAGE_FILE = "text.onnx", "image.onnx"
+
+
+def export_key(spec: ModelSpec) -> str:
+    identity = json.dumps(spec.identity(), sort_keys=True).encode("utf-8")
+    return hashlib.blake2b(identity, digest_size=8).hexdigest()
+
+
+def export_dir(index_dir: Path, spec: ModelSpec) -> Path:
+    return index_dir / f"onnx-{export_key(spec)}"
+
+
+def rejected_path(index_dir: Path, spec: ModelSpec) -> Path:
+    return index_dir / f"onnx-{export_key(spec)}.rejected"
+
+
+@dataclass(frozen=True)
+class OnnxManifest:
+    """What an export holds and how it was checked against the torch model it came from."""
+
+    identity: dict[str, Any]
+    dim: int
+    context_length: int
+    char_limit: int  # texts are cut to this many characters before tokenizing, as torch's are
+    vocab: str  # the BPE vocabulary file, beside the manifest
+    pixels: PixelRecipe
+    export_s: float
+    bytes: int
+    checks: dict[str, float] = field(default_factory=dict)
+    software: dict[str, str] = field(default_factory=dict)
+    format: int = FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "identity": self.identity,
+            "dim": self.dim,
+            "context_length": self.context_length,
+            "char_limit": self.char_limit,
+            "vocab": self.vocab,
+            "pixels": self.pixels.to_json(),
+            "export_s": self.export_s,
+            "bytes": self.bytes,
+            "checks": self.checks,
+            "software": self.software,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OnnxManifest:
+        return cls(
+            identity=dict(data["identity"]),
+            dim=int(data["dim"]),
+            context_length=int(data["context_length"]),
+            char_limit=int(data["char_limit"]),
+            vocab=str(data["vocab"]),
+            pixels=PixelRecipe.from_json(data["pixels"]),
+            export_s=float(data["export_s"]),
+            bytes=int(data["bytes"]),
+            checks={str(k): float(v) for k, v in data.get("checks", {}).items()},
+            software={str(k): str(v) for k, v in data.get("software", {}).items()},
+            format=int(data["format"]),
+        )
+
+
+def find_export(index_dir: Path, spec: ModelSpec) -> tuple[Path, OnnxManifest] | None:
+    """The store's verified export for this model, or None (missing, unreadable, another model).
+    Only a complete export has a manifest: it is written last, then the folder renamed."""
+    folder = export_dir(index_dir, spec)
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        manifest = OnnxManifest.from_json(data)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if manifest.format != FORMAT or manifest.identity != spec.identity():
+        return None
+    if not all((folder / name).is_file() for name in (TEXT_FILE, IMAGE_FILE, manifest.vocab)):
+        return None
+    return folder, manifest
