@@ -26,7 +26,9 @@ class EncodeCounter:
 
 @pytest.fixture
 def engine(tmp_path: Path, tiny_config: Path) -> Engine:
-    with Engine(tmp_path / "idx", model=ModelSpec.from_options(model_config=tiny_config)) as engine:
+    # torch: the counter counts ingest's encodes; an ONNX export's checks would add their own.
+    spec = ModelSpec.from_options(model_config=tiny_config)
+    with Engine(tmp_path / "idx", model=spec, backend="torch") as engine:
         yield engine
 
 

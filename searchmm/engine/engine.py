@@ -28,6 +28,7 @@ from searchmm.errors import Hint, SearchmmError
 from searchmm.ingest.summary import IngestOptions, IngestSummary
 from searchmm.model.backend import Backend
 from searchmm.model.encoder import Encoder, QueryEncoder
+from searchmm.model.onnx_files import remove_dead_temps
 from searchmm.model.spec import ModelSpec
 from searchmm.search.hits import Hit
 from searchmm.search.options import SearchKwargs, SearchOptions
@@ -138,6 +139,7 @@ class Engine:
             self._model.record(store)
             summary = Pipeline(IngestRun(store, self._load_torch, options, stop)).run(paths)
             self._directory.sync()
+        remove_dead_temps(self.index_dir)  # exports of killed processes
         if self._model.torch_loaded is not None:
             self._model.export(self._model.torch_loaded)  # once: for torch-free queries
         return summary

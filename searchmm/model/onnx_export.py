@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import time
 import warnings
@@ -35,6 +34,7 @@ from searchmm.model.onnx_files import (
     export_dir,
     find_export,
     rejected_path,
+    temp_dir,
 )
 from searchmm.model.pixels import PixelRecipe
 
@@ -84,8 +84,7 @@ def export(encoder: TorchEncoder, index_dir: Path) -> OnnxManifest:
     """Export, check and move into place; raises `ExportRejected` with the reason."""
     started = time.perf_counter()
     recipe = pixel_recipe(encoder.preprocess)
-    target = export_dir(index_dir, encoder.spec)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    target, tmp = export_dir(index_dir, encoder.spec), temp_dir(index_dir, encoder.spec)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -110,6 +109,8 @@ def export(encoder: TorchEncoder, index_dir: Path) -> OnnxManifest:
             export_s=round(time.perf_counter() - started, 2),
         )
         (tmp / MANIFEST).write_text(json.dumps(final.to_json(), indent=1) + "\n")
+        if target.exists() and find_export(index_dir, encoder.spec) is None:
+            shutil.rmtree(target)  # incomplete, damaged or not this model's: a cache, replaced
         try:
             tmp.rename(target)
         except OSError:
@@ -130,9 +131,11 @@ def pixel_recipe(preprocess: Any) -> PixelRecipe:
     size = interpolation = mean = std = None
     for step in getattr(preprocess, "transforms", [preprocess]):
         kind = type(step).__name__
-        if kind == "Resize" and isinstance(step.size, int | list | tuple):
-            size = step.size if isinstance(step.size, int) else step.size[0]
-            interpolation = str(step.interpolation.value)
+        if kind == "Resize":
+            sizes = [step.size] if isinstance(step.size, int) else list(step.size)
+            if len(sizes) != 1:
+                raise ExportRejected(f"its image transform squashes images to {sizes}")
+            size, interpolation = int(sizes[0]), str(step.interpolation.value)
         elif kind == "CenterCrop" and tuple(step.size) == (size, size):
             continue
         elif kind == "Normalize":

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,29 @@ class OnnxManifest:
             software={str(k): str(v) for k, v in data.get("software", {}).items()},
             format=int(data["format"]),
         )
+
+
+def temp_dir(index_dir: Path, spec: ModelSpec) -> Path:
+    """Where this process builds an export before renaming it into place."""
+    return index_dir / f"onnx-{export_key(spec)}.tmp-{os.getpid()}"
+
+
+def remove_dead_temps(index_dir: Path) -> None:
+    """Remove the half-made exports of processes that died making them (a live one's stay)."""
+    for folder in index_dir.glob("onnx-*.tmp-*"):
+        pid = folder.name.rpartition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def find_export(index_dir: Path, spec: ModelSpec) -> tuple[Path, OnnxManifest] | None:

@@ -1,0 +1,221 @@
+"""The torch-free query path: a store's ONNX export, its checks, and queries that never import
+torch, against real open_clip models, real exports and real onnxruntime sessions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers.cli import cli_json
+from helpers.files import COCO_SAMPLE, TINY_CONFIG, make_image
+from searchmm import Engine, ModelSpec, SearchmmError, Term
+from searchmm.model.clip_tokenizer import ClipTokenizer
+from searchmm.model.loading import load_encoder
+from searchmm.model.onnx_encoder import OnnxEncoder
+from searchmm.model.onnx_export import ExportRejected, check_export, export, pixel_recipe
+from searchmm.model.onnx_files import export_dir, export_key, find_export, rejected_path
+
+HOSTILE = (
+    "😀🐈‍⬛🏳️‍🌈 emoji",
+    "x" * 10_000,
+    "a " * 5_000,
+    "control \x00\x01\x1b[31m\x7f characters",
+    "一只猫坐在沙发上",
+    "東京の夜景 and 서울",
+    "<start_of_text> literal <END_OF_TEXT>",
+    "&amp;lt;b&amp;gt; entities",
+    "ﬁ ligatures, ｆｕｌｌｗｉｄｔｈ, zero\u200bwidth, no\u00a0break",
+    "ÃƒÂ© mojibake",
+    "",
+    "   ",
+)
+
+
+def coco_captions() -> list[str]:
+    path = COCO_SAMPLE / "captions_val2017_sample.json"
+    if not path.exists():
+        pytest.skip(f"{COCO_SAMPLE} is not here")
+    return [a["caption"] for a in json.loads(path.read_text(encoding="utf-8"))["annotations"]]
+
+
+def test_the_tokenizer_gives_open_clips_ids_on_coco_captions_and_hostile_strings() -> None:
+    import open_clip
+    from open_clip.tokenizer import default_bpe
+
+    texts = [*coco_captions(), *HOSTILE]
+    ours = ClipTokenizer(default_bpe())(texts)
+    theirs = open_clip.get_tokenizer("ViT-B-32")(texts).numpy()
+    assert ours.dtype == np.int64 and ours.shape == (len(texts), 77)
+    differ = [texts[i][:40] for i in np.flatnonzero((ours != theirs).any(axis=1))]
+    assert differ == []
+
+
+def test_the_pixels_are_the_model_transforms_on_real_photos(real_photos: Path) -> None:
+    encoder = load_encoder(ModelSpec("ViT-B-32", "none"), "cpu")
+    recipe = pixel_recipe(encoder.preprocess)
+    paths = sorted(real_photos.iterdir())
+    if COCO_SAMPLE.exists():
+        paths += sorted((COCO_SAMPLE / "images").iterdir())[:30]
+    for path in paths:
+        image = Image.open(path).convert("RGB")
+        for shaped in (image, image.rotate(90, expand=True), image.resize((225, 224))):
+            expected = encoder.preprocess(shaped).numpy()
+            assert np.abs(recipe(shaped) - expected).max() <= 1e-5, path
+
+
+@pytest.fixture
+def store(tmp_path: Path, photo_dir: Path, tiny_config: Path) -> Path:
+    """A tiny-model store with images and texts, ingested as a user would (auto backend)."""
+    (photo_dir / "notes.txt").write_text(
+        "a cat on a couch\na cup of coffee\nthe night sky\n", encoding="utf-8"
+    )
+    index_dir = tmp_path / "idx"
+    spec = ModelSpec.from_options(model_config=tiny_config)
+    with Engine(index_dir, model=spec, device="cpu") as engine:
+        engine.ingest([photo_dir], texts_in_folders=True)
+    return index_dir
+
+
+def test_ingest_leaves_a_verified_export(store: Path) -> None:
+    (folder,) = [p for p in store.iterdir() if p.name.startswith("onnx-")]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["checks"]["text_cosine"] >= 0.99999
+    assert manifest["checks"]["image_cosine"] >= 0.99999
+    assert manifest["checks"]["pixel_max_diff"] <= 1e-5
+    on_disk = sum(p.stat().st_size for p in folder.iterdir() if p.name != "manifest.json")
+    assert manifest["bytes"] == on_disk and manifest["export_s"] > 0
+    assert not list(store.glob("onnx-*.tmp-*"))
+
+
+def test_onnx_and_torch_queries_agree(store: Path, photo_dir: Path) -> None:
+    queries = [
+        ([Term("text", "a cat on a couch")], "images"),
+        ([Term("text", "a rocket")], "texts"),
+        ([Term("image", str(photo_dir / "chelsea.jpg"))], "images"),
+        ([Term("image", str(photo_dir / "astronaut.png"))], "texts"),
+        ([Term("text", "a cat"), Term("image", str(photo_dir / "rocket.png"), -0.5)], "images"),
+    ]
+    with Engine(store, backend="onnx") as onnx, Engine(store, backend="torch") as torch_engine:
+        for terms, target in queries:
+            a = onnx.search(terms, target=target, k=10)
+            b = torch_engine.search(terms, target=target, k=10)
+            assert [h.item.id for h in a] == [h.item.id for h in b]
+            assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-4)
+        assert isinstance(onnx.load_model(), OnnxEncoder)
+        assert not isinstance(torch_engine.load_model(), OnnxEncoder)
+
+
+PROBE = """
+import json, sys
+from searchmm.cli.app import main
+sys.argv = ["searchmm", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exit:
+    code = exit.code
+heavy = sorted(m for m in ("torch", "torchvision", "open_clip", "timm") if m in sys.modules)
+print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
+"""
+
+
+def _query_process(*args: str | Path) -> tuple[object, dict[str, object]]:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, "query", *map(str, args), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
+    report = json.loads(result.stderr.strip().splitlines()[-1])
+    assert report["code"] in (0, None), result.stderr
+    return json.loads(result.stdout), report
+
+
+def test_a_query_process_never_imports_torch(store: Path, photo_dir: Path) -> None:
+    for query in (["a cat"], ["--image", photo_dir / "chelsea.jpg", "--target", "texts"]):
+        hits, report = _query_process(*query, "--index-dir", store)
+        assert report["heavy"] == []
+        expected = cli_json("query", *query, "--index-dir", store, "--backend", "torch")
+        assert [h["id"] for h in hits] == [h["id"] for h in expected]  # type: ignore[union-attr]
+
+
+def test_an_export_that_disagrees_with_its_model_is_rejected(tmp_path: Path) -> None:
+    config = tmp_path / "searchmm-tiny.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    seed0 = load_encoder(ModelSpec.from_options(model_config=config), "cpu")
+    seed1 = load_encoder(ModelSpec.from_options(model_config=config, seed=1), "cpu")
+    export(seed1, tmp_path)
+    folder, manifest = find_export(tmp_path, seed1.spec) or pytest.fail("no export")
+    with pytest.raises(ExportRejected, match="disagree with torch"):
+        check_export(seed0, OnnxEncoder(seed0.spec, folder, manifest))
+    assert check_export(seed1, OnnxEncoder(seed1.spec, folder, manifest))["text_cosine"] >= 0.99999
+    assert find_export(tmp_path, seed0.spec) is None  # another identity's export is never read
+
+
+def _squashing_model(root: Path) -> ModelSpec:
+    """A local-dir model whose transform squashes images to the input size (no crop)."""
+    from safetensors.torch import save_file
+
+    config = root / "tiny.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    reference = load_encoder(ModelSpec.from_options(model_config=config), "cpu")
+    folder = root / "squash-model"
+    folder.mkdir()
+    cfg = {"model_cfg": TINY_CONFIG, "preprocess_cfg": {"resize_mode": "squash"}}
+    (folder / "open_clip_config.json").write_text(json.dumps(cfg))
+    state = {k: v.contiguous() for k, v in reference.model.state_dict().items()}
+    save_file(state, str(folder / "open_clip_model.safetensors"))
+    return ModelSpec.from_options(f"local-dir:{folder}")
+
+
+def test_a_model_the_export_cannot_follow_keeps_torch(
+    tmp_path: Path, photo_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = _squashing_model(tmp_path)
+    index_dir = tmp_path / "idx"
+    with Engine(index_dir, model=spec, device="cpu") as engine:
+        engine.ingest([photo_dir])
+        assert "squashes images" in caplog.text and "keep using torch" in caplog.text
+        assert not isinstance(engine.load_model(), OnnxEncoder)
+    assert rejected_path(index_dir, spec).exists() and not export_dir(index_dir, spec).exists()
+    caplog.clear()
+    with Engine(index_dir, device="cpu") as engine:  # said once: a later process is quiet
+        hits = engine.search_image(photo_dir / "chelsea.jpg", k=1)
+        assert hits[0].path == str(photo_dir / "chelsea.jpg")
+        assert "ONNX" not in caplog.text
+    with Engine(index_dir, backend="onnx") as engine, pytest.raises(SearchmmError, match="ONNX"):
+        engine.search_text("a cat")
+
+
+def test_another_checkpoint_gets_another_export(tmp_path: Path, photo_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    config = tmp_path / "searchmm-tiny.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    stores = []
+    for seed in (0, 1):
+        encoder = load_encoder(ModelSpec.from_options(model_config=config, seed=seed), "cpu")
+        weights = tmp_path / f"weights-{seed}.safetensors"
+        save_file({k: v.contiguous() for k, v in encoder.model.state_dict().items()}, weights)
+        spec = ModelSpec.from_options(model_config=config, pretrained=str(weights))
+        index_dir = tmp_path / f"idx-{seed}"
+        with Engine(index_dir, model=spec, device="cpu") as engine:
+            engine.ingest([photo_dir])
+        stores.append((index_dir, spec))
+    (a_dir, a_spec), (b_dir, b_spec) = stores
+    assert export_key(a_spec) != export_key(b_spec)
+    # An export copied from the other store, under this store's name, is not trusted.
+    shutil.rmtree(export_dir(b_dir, b_spec))
+    shutil.copytree(export_dir(a_dir, a_spec), export_dir(b_dir, b_spec))
+    assert find_export(b_dir, b_spec) is None
+    with Engine(b_dir) as b, Engine(b_dir, backend="torch") as reference:
+        query = make_image(tmp_path / "query.png", seed=5)
+        got = [(h.item.id, round(h.score, 4)) for h in b.search_image(query)]
+        assert got == [(h.item.id, round(h.score, 4)) for h in reference.search_image(query)]
