@@ -86,7 +86,7 @@ def engine_ingest(
     """One `Engine.ingest` into a fresh index dir; the model is loaded and warmed before timing."""
     with (
         tempfile.TemporaryDirectory(prefix="searchmm-bench-index-") as index_dir,
-        Engine(index_dir, model=spec, device=device) as engine,
+        Engine(index_dir, model=spec, device=device, backend="torch") as engine,
     ):
         engine.load_model().encode_images(warmup)
         started = time.perf_counter()

@@ -159,7 +159,7 @@ def timed_ingest(
 ) -> tuple[IngestTiming, IngestSummary]:
     """One `Engine.ingest([root])`; a fresh Engine (no model loaded) unless one is given."""
     own = engine is None
-    engine = engine or Engine(index_dir, device=args.device)
+    engine = engine or Engine(index_dir, device=args.device, backend="torch")
     try:
         cpu, started = cpu_seconds(), time.perf_counter()
         summary = engine.ingest([root], batch_size=args.batch_size, workers=args.workers)
@@ -173,7 +173,7 @@ def timed_ingest(
 def profiled_ingest(index_dir: Path, root: Path, args: argparse.Namespace, top: int = 30) -> str:
     """cProfile of one ingest (fresh Engine), the top functions by cumulative and by own time."""
     profile = cProfile.Profile()
-    engine = Engine(index_dir, device=args.device)
+    engine = Engine(index_dir, device=args.device, backend="torch")
     try:
         profile.enable()
         engine.ingest([root], batch_size=args.batch_size, workers=args.workers)
@@ -219,7 +219,7 @@ def measure_size(
     root = link_set(scratch / "sets", f"n{n}{tag}", shards[: n // SHARD])
     index_dir = scratch / f"index-{n}{tag}"
     progress(f"n={n:,}{tag}: full ingest")
-    with Engine(index_dir, model=spec, device=args.device) as engine:
+    with Engine(index_dir, model=spec, device=args.device, backend="torch") as engine:
         engine.load_model().encode_images(warmup_batch(engine, shards[0], args.batch_size))
         full, summary = timed_ingest(index_dir, root, args, engine)
         stats = engine.stats()

@@ -1,0 +1,147 @@
+"""A cold `searchmm query` (a fresh process, as a user types it), torch against onnxruntime.
+
+The index is built once (untimed) from the photos with weights read from a `.safetensors` file,
+as users load them; ingest leaves the store's verified ONNX export beside it. Then each round
+runs, in turn, a text query and an image query with `--backend torch` and with `--backend onnx`
+(interleaved, so that drift in the machine's load touches all alike), each a new process timed
+from start to exit, with its peak RSS from `wait4`. Both backends must return the same items.
+
+    .venv/bin/python bench/cold_query.py --model ViT-B-32 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import harness
+
+BACKENDS = ("torch", "onnx")
+TEXT_QUERY = "a cat on a couch"
+
+
+SAVE_WEIGHTS = """
+import sys
+from safetensors.torch import save_file
+from searchmm import ModelSpec
+from searchmm.model.loading import load_encoder
+spec = ModelSpec.from_options(sys.argv[1] or None, "none", sys.argv[2] or None)
+state = load_encoder(spec, "cpu").model.state_dict()
+save_file({k: v.contiguous() for k, v in state.items()}, sys.argv[3])
+"""
+
+
+def random_weights(args: argparse.Namespace, path: Path) -> Path:
+    """The model with searchmm's seeded random init, saved once as users' weights are. Made in a
+    child process: a child forked from a parent holding a model would count its pages as RSS."""
+    config = str(args.model_config or "")
+    command = [sys.executable, "-c", SAVE_WEIGHTS, args.model or "", config, str(path)]
+    subprocess.run(command, check=True)
+    return path
+
+
+def timed_run(command: list[str]) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS bytes, stdout) of one fresh process."""
+    with tempfile.TemporaryFile() as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            raise SystemExit(f"{command} exited {process.returncode}")
+        out.seek(0)
+        return wall, usage.ru_maxrss * 1024, out.read().decode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    harness.add_common_arguments(parser)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--weights", type=Path, default=None, help="a .safetensors file to use")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="searchmm-cold-"))
+    photos = harness.photo_set(args.images, args.count, scratch)
+    weights = args.weights or random_weights(args, scratch / "weights.safetensors")
+    exe = harness.searchmm_executable()
+    index_dir = scratch / "index"
+    model = ["--model", args.model] if args.model else []
+    model += ["--model-config", str(args.model_config)] if args.model_config else []
+    subprocess.run(
+        [exe, "ingest", str(photos.folder), "--index-dir", str(index_dir), *model,
+         "--pretrained", str(weights), "--workers", str(args.workers), "--json"],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    image = photos.paths[0]
+    queries = {"text": [TEXT_QUERY], "image": ["--image", image]}
+    runs: dict[str, dict[str, list[Any]]] = {
+        f"{kind} {backend}": {"wall_s": [], "peak_rss": []}
+        for kind in queries
+        for backend in BACKENDS
+    }
+    answers: dict[str, list[int]] = {}
+    for round_number in range(args.rounds + 1):  # round 0 warms the page cache, untimed
+        for kind, query in queries.items():
+            for backend in BACKENDS:
+                command = [exe, "query", *query, "--index-dir", str(index_dir), "--json"]
+                wall, rss, out = timed_run([*command, "--backend", backend, "-k", "10"])
+                answers[f"{kind} {backend}"] = [hit["id"] for hit in json.loads(out)]
+                if round_number:
+                    runs[f"{kind} {backend}"]["wall_s"].append(wall)
+                    runs[f"{kind} {backend}"]["peak_rss"].append(rss)
+    for kind in queries:
+        if answers[f"{kind} torch"] != answers[f"{kind} onnx"]:
+            raise SystemExit(f"the backends disagree on the {kind} query")
+    medians = {
+        name: {"wall_s": harness.median(r["wall_s"]), "peak_rss_mb": max(r["peak_rss"]) / 1e6}
+        for name, r in runs.items()
+    }
+    manifest = next(index_dir.glob("onnx-*/manifest.json"))
+    export = json.loads(manifest.read_text())
+    headlines = [
+        {
+            "metric": f"cold {kind} query, onnx / torch wall",
+            "ratio": medians[f"{kind} onnx"]["wall_s"] / medians[f"{kind} torch"]["wall_s"],
+            "target": 0.5,
+            "met": medians[f"{kind} onnx"]["wall_s"] <= 0.5 * medians[f"{kind} torch"]["wall_s"],
+        }
+        for kind in queries
+    ]
+    rows = [
+        (f"{name}: median wall, peak RSS", f"{m['wall_s']:.2f} s, {m['peak_rss_mb']:.0f} MB")
+        for name, m in medians.items()
+    ]
+    rows.append(
+        ("ONNX export at ingest", f"{export['export_s']:.1f} s, {export['bytes'] / 1e6:.0f} MB")
+    )
+    harness.record(
+        "cold_query",
+        "Cold `searchmm query`: torch vs onnxruntime",
+        args.output,
+        {
+            "model": harness.model_spec(args).name,
+            "weights": "random init (seed 0) saved as .safetensors",
+            "photos": f"{len(photos.paths)} ({photos.source})",
+            "rounds": args.rounds,
+            "python": sys.version.split()[0],
+        },
+        rows,
+        {"runs": runs, "medians": medians, "export": export},
+        headlines,
+        [
+            "each query: a fresh `searchmm query ... --json -k 10` process, start to exit",
+            "peak RSS: the child's ru_maxrss from wait4",
+            "round 0 (untimed) warms the page cache; the same ids come from both backends",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
