@@ -463,3 +463,16 @@ def test_gpu_search_matches_cpu(data, spec: str) -> None:
     np.testing.assert_allclose(np.sort(gs, axis=1), np.sort(cs, axis=1), atol=1e-4)
     assert gpu.remove(ids[:10]) and gpu.ntotal == 1990
     assert not np.isin(gpu.search(q, 10)[1], ids[:10]).any()
+
+
+def test_a_single_query_runs_on_one_openmp_thread_and_a_batch_on_all() -> None:
+    import faiss
+
+    from searchmm.index.faisslib import threads_for
+
+    everyone = faiss.omp_get_max_threads()
+    with threads_for(1):
+        assert faiss.omp_get_max_threads() == 1
+    assert faiss.omp_get_max_threads() == everyone
+    with threads_for(8):
+        assert faiss.omp_get_max_threads() == everyone

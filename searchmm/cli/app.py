@@ -8,6 +8,9 @@ rich costs more than importing typer itself, and `--help` should answer at once.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from .bench import bench_app
@@ -31,5 +34,22 @@ for command in (ingest, query, dupes, stats, remove, reindex, serve):
 app.add_typer(bench_app, name="bench", help="Retrieval benchmarks: COCO and Flickr Recall@K, MRR")
 
 
+def run() -> int:
+    """Run the command line in `sys.argv`; its exit status."""
+    try:
+        app()
+    except SystemExit as exit:
+        if exit.code is None or isinstance(exit.code, int):
+            return exit.code or 0
+        print(exit.code, file=sys.stderr)
+        return 1
+    return 0
+
+
 def main() -> None:
-    app()
+    """The console command. It leaves without the interpreter's teardown: everything it wrote
+    is closed and flushed by then, and after torch was loaded, teardown takes seconds."""
+    code = run()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

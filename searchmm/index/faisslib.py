@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+from collections.abc import Iterator
 from typing import Any, TypeAlias
 
 from searchmm.errors import SearchmmError
@@ -23,6 +24,23 @@ def load_faiss() -> FaissObject:
             "(or 'searchmm[gpu]' on a CUDA machine)"
         ) from exc
     return faiss
+
+
+@contextlib.contextmanager
+def threads_for(queries: int) -> Iterator[None]:
+    """One OpenMP thread for a single query, all of them for a batch. Waking a team of threads
+    costs more than one query's work (HNSW at 1M vectors: 5.8 ms with 2 threads, 0.42 ms with 1);
+    a batch is split between them. (OpenMP keeps the setting per calling thread.)"""
+    if queries != 1:
+        yield
+        return
+    faiss = load_faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def preload_in_background() -> None:

@@ -16,7 +16,7 @@ from searchmm.defaults import EXACT_THRESHOLD
 from searchmm.errors import SearchmmError
 from searchmm.index import specs
 from searchmm.index.checks import as_ids, as_matrix, check_batch
-from searchmm.index.faisslib import load_faiss
+from searchmm.index.faisslib import load_faiss, threads_for
 from searchmm.index.file import IndexHeader, read_index_file, write_index_file
 from searchmm.index.gpu import GpuMirror
 from searchmm.index.specs import AUTO, IndexParams
@@ -157,9 +157,11 @@ class VectorIndex:
             if not self.supports_filter:
                 raise ValueError(f"index {self.spec!r} cannot filter by id: rank exactly instead")
             selected = specs.selector_params(self.search_params, as_ids(allowed))
-            dist, labels = index.search(queries, kk, params=selected)
+            with threads_for(len(queries)):
+                dist, labels = index.search(queries, kk, params=selected)
         else:
-            dist, labels = index.search(queries, kk)
+            with threads_for(len(queries)):
+                dist, labels = index.search(queries, kk)
         dist[labels < 0] = -np.inf  # FAISS pads with -FLT_MAX; -inf cannot pass for a score
         scores[:, :kk], found[:, :kk] = dist, labels
         return scores, found
