@@ -40,13 +40,14 @@ def print_summary(s: IngestSummary) -> None:
         typer.echo("interrupted: what was committed is kept; run ingest again to finish")
 
 
-def print_hits(hits: Sequence[Hit], target: str) -> None:
-    """Plain lines, never truncated: paths must survive pipes and narrow terminals whole."""
+def print_hits(hits: Sequence[dict[str, Any]], target: str) -> None:
+    """Hits as `Hit.to_dict()` gives them (or a server sends them), as plain lines, never
+    truncated: paths must survive pipes and narrow terminals whole."""
     texts = Target.parse(target) is Target.TEXTS
     typer.echo(f"{'rank':>4}  {'score':>7}  {'text' if texts else 'path'}")
     for hit in hits:
-        what = hit.text if hit.item.kind is Kind.TEXT else shown(hit.path)
-        typer.echo(f"{hit.rank:>4}  {hit.score:>7.4f}  {what}")
+        what = hit["text"] if hit["kind"] == Kind.TEXT else shown(hit["path"])
+        typer.echo(f"{hit['rank']:>4}  {hit['score']:>7.4f}  {what}")
 
 
 def print_groups(groups: Sequence[Sequence[Hit]], threshold: float) -> None:

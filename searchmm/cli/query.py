@@ -51,6 +51,12 @@ def query(
     index_dir: IndexDir = None,
     device: Device = DEFAULT_DEVICE,
     backend: BackendName = None,
+    no_server: Annotated[
+        bool,
+        typer.Option(
+            "--no-server", help="Search here even when a `searchmm serve` serves the index"
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Search images (or texts) by texts, images and stored items, weighted and filtered.
@@ -58,6 +64,9 @@ def query(
     TEXT, --image and --like each count with weight 1; --add and --sub take
     [WEIGHT=]text:WORDS, [WEIGHT=]image:PATH or [WEIGHT=]item:ID, e.g.
     searchmm query "golden retriever" --add "image:./my dog.jpg" --sub "2=text:fruit"
+
+    When a `searchmm serve` serves the same index directory, a query without image terms (and
+    without --backend) is answered by it: its model is loaded already. --no-server answers here.
     """
     from searchmm.search.filters import Filters, parse_date, parse_where
     from searchmm.search.terms import Scheme, Term, parse_terms
@@ -76,11 +85,35 @@ def query(
         min_height=min_height,
         where=tuple(parse_where(w) for w in where or ()),
     )
-    with open_engine(index_dir, device, backend=backend) as engine:
-        hits = engine.search(
-            terms, target=target, k=k, offset=offset, threshold=threshold, filters=filters
-        )
+    found = None
+    if not no_server and backend is None and all(t.scheme is not Scheme.IMAGE for t in terms):
+        from searchmm.settings import resolve_index_dir
+
+        from .client import query_server
+
+        request = {
+            "terms": [{"scheme": t.scheme, "value": t.value, "weight": t.weight} for t in terms],
+            "target": target,
+            "k": k,
+            "offset": offset,
+            "threshold": threshold,
+            "filters": {
+                "path_glob": path,
+                "modified_after": after,
+                "modified_before": before,
+                "min_width": min_width,
+                "min_height": min_height,
+                "where": list(filters.where),
+            },
+        }
+        found = query_server(resolve_index_dir(index_dir), request)
+    if found is None:
+        with open_engine(index_dir, device, backend=backend) as engine:
+            hits = engine.search(
+                terms, target=target, k=k, offset=offset, threshold=threshold, filters=filters
+            )
+        found = [hit.to_dict() for hit in hits]
     if as_json:
-        emit_json([hit.to_dict() for hit in hits])
+        emit_json(found)
     else:
-        print_hits(hits, target)
+        print_hits(found, target)

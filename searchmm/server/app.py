@@ -25,6 +25,7 @@ from searchmm import __version__, defaults
 from searchmm.engine.engine import Engine
 from searchmm.errors import Category, SearchmmError
 
+from . import registry
 from .context import ServerContext
 from .routes import api_router
 from .uploads import UploadLimit
@@ -60,6 +61,7 @@ def create_app(
     max_upload_bytes: int = defaults.MAX_UPLOAD_BYTES,
     allowed_hosts: Sequence[str] | None = None,
     warm: bool = True,
+    announce_url: str | None = None,
 ) -> FastAPI:
     """An app serving one index directory (or a given Engine, which the caller keeps and closes).
 
@@ -67,6 +69,8 @@ def create_app(
     only loopback names, so that a web page elsewhere cannot reach it by DNS rebinding.
     `warm`: load the model when the app starts; without it, call `app.state.searchmm.warm_up()`
     first (or the first query loads it).
+    `announce_url`: while the app runs, record in the index directory that it answers there, so
+    that `searchmm query` sends its queries to it (client mode).
     """
     if isinstance(engine_or_index_dir, Engine):
         ctx = ServerContext(engine_or_index_dir, max_upload_bytes)
@@ -78,9 +82,15 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if warm:
             ctx.warm_up()  # blocking on purpose: no connection is accepted before it is done
+        if announce_url is not None:
+            registry.announce(
+                ctx.engine.index_dir, registry.ServerRecord(os.getpid(), announce_url)
+            )
         try:
             yield
         finally:
+            if announce_url is not None:
+                registry.withdraw(ctx.engine.index_dir, os.getpid())
             if ctx.owns_engine:
                 ctx.engine.close()
 

@@ -27,6 +27,7 @@ from searchmm.search.options import SearchKwargs
 from searchmm.vocabulary import Status, Target
 
 from .context import ServerContext, hit_out, item_out
+from .queries import QueryIn
 from .schemas import ERROR_RESPONSES, UPLOAD_RESPONSES, HealthOut, ItemOut, SearchOut
 from .thumbnails import ThumbnailError
 from .uploads import received_image
@@ -119,6 +120,18 @@ def api_router(ctx: ServerContext) -> APIRouter:
         with received_image(file, ctx.max_upload_bytes) as path:
             run = functools.partial(_search_image, engine, path)
             return page(run, params, response)
+
+    @router.post(
+        "/query",
+        response_model=SearchOut,
+        response_model_exclude_unset=True,
+        summary="Search with weighted text and item terms, filters and a threshold",
+        description="What `searchmm query` asks, as JSON (image terms: upload to /search/image).",
+    )
+    def query(body: QueryIn, response: Response) -> dict[str, Any]:
+        terms, options = body.search_terms(), body.options()
+        params = SearchParams(Target(body.target), body.k, body.offset)
+        return page(lambda paging: engine.search(terms, **(options | paging)), params, response)
 
     @router.get(
         "/items/{item_id}",

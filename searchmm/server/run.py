@@ -26,6 +26,18 @@ def allowed_hosts_for(host: str) -> list[str] | None:
     return None
 
 
+def local_url(host: str, port: int) -> str | None:
+    """Where a client on this machine reaches a server bound to `host`, if on loopback."""
+    if host in ("0.0.0.0", "127.0.0.1", "localhost"):
+        return f"http://127.0.0.1:{port}"
+    if host in ("::", "::1", "[::1]"):
+        return f"http://[::1]:{port}"
+    try:
+        return f"http://{host}:{port}" if ipaddress.ip_address(host).is_loopback else None
+    except ValueError:
+        return None
+
+
 def serve(
     index_dir: str | os.PathLike[str] | None,
     *,
@@ -50,6 +62,7 @@ def serve(
         max_upload_bytes=max_upload_bytes,
         allowed_hosts=allowed_hosts_for(host),
         warm=False,
+        announce_url=local_url(host, port),
     )
     # Loaded here rather than in the app's start-up, so that weights that cannot be had end the
     # command with searchmm's one-line error (exit 1) instead of a traceback from uvicorn.
