@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from helpers.server import Served
+from helpers.server import Served, ServerProcess
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -255,3 +256,33 @@ def test_the_page_works_under_its_own_content_security_policy(
         context.close()
     assert loaded, f"the thumbnails did not load within {TIMEOUT_MS / 1000:.0f} s"
     assert not problems, problems
+
+
+def test_a_server_with_a_token_asks_for_it_once(
+    browser: Browser, served: Served, tmp_path: Path, shots: Path, request: pytest.FixtureRequest
+) -> None:
+    index_dir = tmp_path / "index"
+    shutil.copytree(served.index_dir, index_dir, ignore=shutil.ignore_patterns(".server.json"))
+    args = ("--device", "cpu")
+    with ServerProcess(
+        index_dir, *args, log_path=tmp_path / "server.log", token="s3cret"
+    ) as server:
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+        tab = context.new_page()
+        tab.set_default_timeout(TIMEOUT_MS)
+        tab.goto(server.url + "/")
+        tab.wait_for_selector("#token-dialog[open]")
+        tab.fill("#token-input", "wrong")
+        tab.click("#token-submit")
+        tab.wait_for_selector("#token-error:not([hidden])")
+        screenshot(tab, shots, request, "token")
+        tab.fill("#token-input", "s3cret")
+        tab.click("#token-submit")
+        tab.wait_for_function("document.getElementById('status').textContent.startsWith('Index:')")
+        assert tab.is_hidden("#token-dialog")
+        search(tab, "a cat sleeping on a sofa")  # thumbnails load with the page's cookie
+        assert tab.locator("#results .image-result img.thumb").count() == 10
+        tab.reload()  # asked once: the cookie stays for the page's session
+        tab.wait_for_function("document.getElementById('status').textContent.startsWith('Index:')")
+        assert tab.is_hidden("#token-dialog")
+        context.close()

@@ -31,7 +31,10 @@ def query_server(index_dir: Path, query: dict[str, Any]) -> list[dict[str, Any]]
     request = urllib.request.Request(
         f"{server.url}/api/query",
         data=json.dumps(query).encode("utf-8"),
-        headers={"Content-Type": "application/json"},
+        headers={
+            "Content-Type": "application/json",
+            **({"Authorization": f"Bearer {server.token}"} if server.token else {}),
+        },
         method="POST",
     )
     try:

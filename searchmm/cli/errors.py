@@ -28,6 +28,7 @@ CLI_HINTS: dict[Hint, str] = {
     Hint.BATCH_OPTIONS: "--batch-size must be at least 1 and --workers at least 0",
     Hint.DROP_MODEL_NAME: "{message}: leave out --model (--model-config names the model)",
     Hint.PASS_SPLIT_FILE: "{message}: --split needs --karpathy-split",
+    Hint.TOKEN: "{message}: the token is printed when `searchmm serve` starts",
     Hint.USE_TORCH_BACKEND: "{message}: ingest with --backend auto first, or use --backend torch",
 }
 

@@ -27,6 +27,16 @@ def serve(
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info (one line per request) or warning")
     ] = "info",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="SEARCHMM_TOKEN",
+            help="Needed by every API request; made up and printed when the address is "
+            "not loopback",
+            show_default="none on loopback",
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP JSON API and the web page (needs the `server` extra)."""
     from searchmm.server import require_server_extra
@@ -34,7 +44,10 @@ def serve(
 
     require_server_extra()  # one line, before anything is loaded
     shown = f"[{host}]" if ":" in host else host
+    token = token_for(host, token)
     typer.echo(f"searchmm: loading the model, then serving http://{shown}:{port}/", err=True)
+    if token is not None:
+        typer.echo(f"searchmm: API requests need the token {token}", err=True)
     run_server(
         index_dir,
         host=host,
@@ -43,4 +56,16 @@ def serve(
         backend=backend,
         max_upload_bytes=int(max_upload_mb * 1_000_000),
         log_level=log_level,
+        token=token,
     )
+
+
+def token_for(host: str, token: str | None) -> str | None:
+    """The given token; else a new one when the address lets other machines in, else none."""
+    from searchmm.server.run import is_loopback
+
+    if token or is_loopback(host):
+        return token or None
+    from searchmm.server.auth import new_token
+
+    return new_token()

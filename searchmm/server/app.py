@@ -16,16 +16,18 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from searchmm import __version__, defaults
 from searchmm.engine.engine import Engine
-from searchmm.errors import Category, SearchmmError
+from searchmm.errors import Category, Hint, SearchmmError
 
 from . import registry
+from .auth import SESSION_PATH, TokenGuard, matches, session_cookie
 from .context import ServerContext
 from .routes import api_router
 from .uploads import UploadLimit
@@ -62,6 +64,7 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     warm: bool = True,
     announce_url: str | None = None,
+    token: str | None = None,
 ) -> FastAPI:
     """An app serving one index directory (or a given Engine, which the caller keeps and closes).
 
@@ -71,6 +74,7 @@ def create_app(
     first (or the first query loads it).
     `announce_url`: while the app runs, record in the index directory that it answers there, so
     that `searchmm query` sends its queries to it (client mode).
+    `token`: every /api route then needs it (`Authorization: Bearer`, or the page's cookie).
     """
     if isinstance(engine_or_index_dir, Engine):
         ctx = ServerContext(engine_or_index_dir, max_upload_bytes)
@@ -84,7 +88,7 @@ def create_app(
             ctx.warm_up()  # blocking on purpose: no connection is accepted before it is done
         if announce_url is not None:
             registry.announce(
-                ctx.engine.index_dir, registry.ServerRecord(os.getpid(), announce_url)
+                ctx.engine.index_dir, registry.ServerRecord(os.getpid(), announce_url, token)
             )
         try:
             yield
@@ -104,9 +108,12 @@ def create_app(
     )
     app.state.searchmm = ctx
     _add_error_handlers(app)
+    _add_session(app, token)
     app.include_router(api_router(ctx))
     _add_page(app)
     app.add_middleware(UploadLimit, paths=UPLOAD_PATHS, max_bytes=max_upload_bytes)
+    if token is not None:
+        app.add_middleware(TokenGuard, token=token)
     if allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     return app
@@ -154,6 +161,22 @@ def _validation_message(errors: Sequence[Any]) -> str:
         ]
         parts.append(f"{'.'.join(where) or 'request'}: {error.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
+
+
+class SessionIn(BaseModel):
+    token: str = Field(max_length=1000)
+
+
+def _add_session(app: FastAPI, token: str | None) -> None:
+    """The page trades the token for a cookie once: `<img>` requests cannot send a header."""
+
+    @app.post(SESSION_PATH, status_code=204, summary="Trade the server's token for a cookie")
+    def session(body: SessionIn) -> Response:
+        if token is None:
+            return Response(status_code=204)
+        if not matches(body.token, token):
+            return _error(401, "that is not this server's token", hint=Hint.TOKEN)
+        return Response(status_code=204, headers={"Set-Cookie": session_cookie(token)})
 
 
 def _add_page(app: FastAPI) -> None:

@@ -20,6 +20,7 @@ RECORD_FILENAME = ".server.json"
 class ServerRecord:
     pid: int
     url: str  # http://127.0.0.1:PORT: a loopback address this machine's clients can reach
+    token: str | None = None  # the server's token, if it has one (the file is then 0600)
 
 
 def record_path(index_dir: Path) -> Path:
@@ -33,6 +34,8 @@ def announce(index_dir: Path, record: ServerRecord) -> None:
     data = (json.dumps(asdict(record)) + "\n").encode()
     with contextlib.suppress(OSError):
         write_bytes_atomic(record_path(index_dir), data)
+        if record.token is not None:
+            os.chmod(record_path(index_dir), 0o600)
 
 
 def withdraw(index_dir: Path, pid: int) -> None:
@@ -60,6 +63,7 @@ def running_server(index_dir: Path) -> ServerRecord | None:
 def _read(index_dir: Path) -> ServerRecord | None:
     try:
         data = json.loads(record_path(index_dir).read_text(encoding="utf-8"))
-        return ServerRecord(int(data["pid"]), str(data["url"]))
+        token = data.get("token")
+        return ServerRecord(int(data["pid"]), str(data["url"]), str(token) if token else None)
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -13,6 +13,16 @@ from . import require_server_extra
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach an address (a name, or an IP of the loopback range)."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def allowed_hosts_for(host: str) -> list[str] | None:
     """Host headers to accept: loopback names for a loopback bind (refusing DNS rebinding),
     anything for a server meant to be reached from other machines."""
@@ -47,6 +57,7 @@ def serve(
     backend: str | None = None,
     max_upload_bytes: int = defaults.MAX_UPLOAD_BYTES,
     log_level: str = "info",
+    token: str | None = None,
 ) -> None:
     """Load the model, then serve until interrupted (Ctrl-C or SIGTERM stop it cleanly)."""
     require_server_extra()
@@ -63,6 +74,7 @@ def serve(
         allowed_hosts=allowed_hosts_for(host),
         warm=False,
         announce_url=local_url(host, port),
+        token=token,
     )
     # Loaded here rather than in the app's start-up, so that weights that cannot be had end the
     # command with searchmm's one-line error (exit 1) instead of a traceback from uvicorn.

@@ -60,8 +60,10 @@ class ServerProcess:
         log_path: str | os.PathLike[str],
         env: dict[str, str] | None = None,
         startup_timeout: float = 180.0,
+        token: str | None = None,
     ) -> None:
         self.port = free_port()
+        self.token = token
         self.url = f"http://{HOST}:{self.port}"
         self.command = [
             *searchmm_command(),
@@ -72,6 +74,7 @@ class ServerProcess:
             HOST,
             "--port",
             str(self.port),
+            *(["--token", token] if token else []),
             *args,
         ]
         self.log_path = Path(log_path)
@@ -100,15 +103,20 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited {self.process.returncode}:\n{self.log()}")
+            health = urllib.request.Request(f"{self.url}/api/health", headers=self.headers())
             with (
                 contextlib.suppress(OSError),  # URLError too: not listening yet
-                _DIRECT.open(f"{self.url}/api/health", timeout=5) as response,
+                _DIRECT.open(health, timeout=5) as response,
             ):
                 if response.status == 200:
                     return
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"the server did not answer in {self.startup_timeout} s:\n{self.log()}")
+
+    def headers(self) -> dict[str, str]:
+        """What a request needs to be let in (the token, when the server has one)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def stop(self) -> int | None:
         """SIGTERM (uvicorn shuts down cleanly), then SIGKILL if it lingers; the exit status."""

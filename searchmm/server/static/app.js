@@ -36,8 +36,40 @@ function showError(message) {
   box.hidden = !message;
 }
 
-async function api(url, options) {
+// A server with a token answers 401 until the page has traded the token for a cookie (which
+// <img> requests carry too): ask once, then go on with the request that was refused.
+let tokenAsked = null;
+
+function askForToken() {
+  if (tokenAsked) return tokenAsked;
+  tokenAsked = new Promise((resolve) => {
+    const dialog = $("token-dialog");
+    $("token-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const response = await fetch("/api/session", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ token: $("token-input").value }),
+      });
+      if (response.ok) {
+        dialog.close();
+        resolve();
+      } else {
+        $("token-error").textContent = "That is not this server's token.";
+        $("token-error").hidden = false;
+      }
+    });
+    dialog.showModal();
+  });
+  return tokenAsked;
+}
+
+async function api(url, options, retried = false) {
   const response = await fetch(url, options);
+  if (response.status === 401 && !retried) {
+    await askForToken();
+    return api(url, options, true);
+  }
   let body = null;
   try {
     body = await response.json();
