@@ -49,11 +49,13 @@ def random_weights(args: argparse.Namespace, path: Path) -> Path:
     return path
 
 
-def timed_run(command: list[str]) -> tuple[float, int, str]:
+def timed_run(
+    command: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[float, int, str]:
     """(wall seconds, peak RSS bytes, stdout) of one fresh process."""
     with tempfile.TemporaryFile() as out:
         started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL, cwd=cwd, env=env)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)

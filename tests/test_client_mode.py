@@ -27,7 +27,9 @@ import json, sys
 from searchmm.cli.app import run
 sys.argv = ["searchmm", *sys.argv[1:]]
 code = run()
-loaded = sorted(m for m in ("torch", "onnxruntime", "sqlalchemy", "faiss") if m in sys.modules)
+loaded = sorted(
+    m for m in ("torch", "onnxruntime", "sqlalchemy", "faiss", "numpy") if m in sys.modules
+)
 print(json.dumps({"code": code, "loaded": loaded}), file=sys.stderr)
 """
 

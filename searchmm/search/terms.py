@@ -16,10 +16,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from searchmm.errors import SearchmmError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Scheme(StrEnum):
@@ -74,6 +76,8 @@ def parse_terms(add: Sequence[str] = (), sub: Sequence[str] = ()) -> list[Term]:
 
 def combine(terms: Sequence[Term], vector_of: Callable[[Term], np.ndarray]) -> np.ndarray:
     """The normalised weighted sum of the terms' vectors; refuses a sum that cancels out."""
+    import numpy as np  # here: parsing terms (a client's whole job) needs no numpy
+
     if not terms:
         raise SearchmmError("the query is empty: give at least one text, image or item term")
     weighted = [term.weight * np.asarray(vector_of(term), dtype=np.float32) for term in terms]
