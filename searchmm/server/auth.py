@@ -8,12 +8,13 @@ nothing is checked.
 
 from __future__ import annotations
 
-import json
 import secrets
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from searchmm.errors import Hint
+
+from .asgi import send_json
 
 COOKIE = "searchmm_token"
 SESSION_PATH = "/api/session"
@@ -47,24 +48,9 @@ class TokenGuard:
         if self._allowed(dict(scope.get("headers", []))):
             await self.app(scope, receive, send)
             return
-        body = json.dumps(
-            {
-                "error": "this server needs its token (Authorization: Bearer TOKEN)",
-                "hint": Hint.TOKEN,
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b'Bearer realm="searchmm"'),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        message = "this server needs its token (Authorization: Bearer TOKEN)"
+        challenge = (b"www-authenticate", b'Bearer realm="searchmm"')
+        await send_json(send, 401, {"error": message, "hint": Hint.TOKEN}, challenge)
 
     def _allowed(self, headers: dict[bytes, bytes]) -> bool:
         authorization = headers.get(b"authorization", b"").decode("latin-1")

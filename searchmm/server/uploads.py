@@ -6,7 +6,6 @@ truncated and non-image files are refused with a reason) from a private temporar
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +15,8 @@ from fastapi import HTTPException, UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from searchmm.sources.images import ImageDecodeError, load_image
+
+from .asgi import send_json
 
 # Room for the multipart envelope (boundaries, part headers, other fields) around the file.
 ENVELOPE_BYTES = 64 * 1024
@@ -81,19 +82,8 @@ class UploadLimit:
                 return
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"error": too_large_message(self.max_bytes)}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        error = {"error": too_large_message(self.max_bytes)}
+        await send_json(send, 413, error, (b"connection", b"close"))
 
 
 def _int_or_none(value: bytes | None) -> int | None:
