@@ -216,3 +216,23 @@ def test_another_checkpoint_gets_another_export(tmp_path: Path, photo_dir: Path)
         query = make_image(tmp_path / "query.png", seed=5)
         got = [(h.item.id, round(h.score, 4)) for h in b.search_image(query)]
         assert got == [(h.item.id, round(h.score, 4)) for h in reference.search_image(query)]
+
+
+@pytest.mark.slow
+def test_a_full_size_model_answers_the_same_through_its_export(
+    tmp_path: Path, real_photos: Path
+) -> None:
+    """ViT-B-32 (random init): the export a user's first ingest makes, against torch."""
+    index_dir = tmp_path / "idx"
+    with Engine(index_dir, model=ModelSpec("ViT-B-32", "none"), device="cpu") as engine:
+        engine.ingest([real_photos])
+    texts = ("a cat", "an astronaut in a white suit", "一只猫", "coffee " * 100)
+    with Engine(index_dir, backend="onnx") as onnx, Engine(index_dir, backend="torch") as ref:
+        for text in texts:
+            a, b = onnx.search_text(text), ref.search_text(text)
+            assert [h.item.id for h in a] == [h.item.id for h in b]
+            assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-4)
+        for photo in sorted(real_photos.iterdir())[:2]:
+            a, b = onnx.search_image(photo), ref.search_image(photo)
+            assert [h.item.id for h in a] == [h.item.id for h in b]
+            assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-4)
