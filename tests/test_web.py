@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from helpers.cli import cli_json
 from helpers.server import Served, ServerProcess
 
 if TYPE_CHECKING:
@@ -286,3 +287,18 @@ def test_a_server_with_a_token_asks_for_it_once(
         tab.wait_for_function("document.getElementById('status').textContent.startsWith('Index:')")
         assert tab.is_hidden("#token-dialog")
         context.close()
+
+
+def test_the_filter_bar_narrows_a_search_as_the_cli_does(
+    page: Page, served: Served, shots: Path, request: pytest.FixtureRequest
+) -> None:
+    page.click("#filters summary")
+    page.fill("#filter-path", "*/generated/*")
+    search(page, "a cat sleeping on a sofa")
+    screenshot(page, shots, request, "filtered")
+    shown = page.locator("#results > li").evaluate_all("items => items.map(i => i.dataset.id)")
+    query = ["query", "a cat sleeping on a sofa", "--path", "*/generated/*", "-k", "24"]
+    expected = [hit["id"] for hit in cli_json(*query, "--index-dir", served.index_dir)]
+    assert [int(i) for i in shown] == expected and len(expected) == 4
+    page.click("#filter-clear")  # no filter: the whole index again
+    page.wait_for_function("document.querySelectorAll('#results > li').length === 10")

@@ -82,7 +82,39 @@ async function api(url, options, retried = false) {
   return body;
 }
 
+// The filter bar, as POST /api/query takes it; null when no filter is set.
+function filters() {
+  const value = (id) => $(id).value.trim();
+  const number = (id) => (value(id) ? Number(value(id)) : null);
+  const where = value("filter-where")
+    .split(",")
+    .map((pair) => pair.trim())
+    .filter((pair) => pair.includes("="))
+    .map((pair) => [pair.slice(0, pair.indexOf("=")).trim(), pair.slice(pair.indexOf("=") + 1)]);
+  const chosen = {
+    path_glob: value("filter-path") || null,
+    modified_after: value("filter-after") || null,
+    modified_before: value("filter-before") || null,
+    min_width: number("filter-min-width"),
+    min_height: number("filter-min-height"),
+    where,
+  };
+  const active = Object.values(chosen).some((v) => (Array.isArray(v) ? v.length : v !== null));
+  return active ? chosen : null;
+}
+
 function searchRequest(query, from) {
+  const chosen = query.kind === "image" ? null : filters();
+  if (chosen) {
+    // Filtered searches go the way `searchmm query` does: one JSON query with its terms.
+    const term =
+      query.kind === "text"
+        ? { scheme: "text", value: query.q }
+        : { scheme: "item", value: String(query.itemId) };
+    const body = { terms: [term], target: target(), k: PAGE_SIZE, offset: from, filters: chosen };
+    const headers = { "Content-Type": "application/json" };
+    return ["/api/query", { method: "POST", headers, body: JSON.stringify(body) }];
+  }
   const params = new URLSearchParams({ target: target(), k: PAGE_SIZE, offset: from });
   if (query.kind === "text") {
     params.set("q", query.q);
@@ -276,6 +308,12 @@ function init() {
     e.target.value = ""; // choosing the same file again still searches
   });
   $("load-more").addEventListener("click", () => current && run(current, true));
+  $("filter-form").addEventListener("change", () => current && run(current));
+  $("filter-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (current) run(current);
+  });
+  $("filter-form").addEventListener("reset", () => setTimeout(() => current && run(current)));
   $("detail-close").addEventListener("click", () => $("detail").close());
   $("detail-more").addEventListener("click", () => moreLikeThis(detailHit));
   $("query-image").addEventListener("error", (e) => {
