@@ -68,7 +68,7 @@ def query(
     When a `searchmm serve` serves the same index directory, a query without image terms (and
     without --backend) is answered by it: its model is loaded already. --no-server answers here.
     """
-    from searchmm.search.filters import Filters, parse_date, parse_where
+    from searchmm.search.filters import Filters, parse_where
     from searchmm.search.terms import Scheme, Term, parse_terms
 
     terms = [Term(Scheme.TEXT, text)] if text is not None else []
@@ -77,14 +77,8 @@ def query(
     terms += parse_terms(add or (), sub or ())
     if not terms:
         raise typer.BadParameter("give a query TEXT, --image PATH, --like ID or --add TERM")
-    filters = Filters(
-        path_glob=path,
-        modified_after=parse_date(after) if after else None,
-        modified_before=parse_date(before) if before else None,
-        min_width=min_width,
-        min_height=min_height,
-        where=tuple(parse_where(w) for w in where or ()),
-    )
+    pairs = tuple(parse_where(w) for w in where or ())
+    filters = Filters.parse(path, after, before, min_width, min_height, pairs)
     found = None
     if not no_server and backend is None and all(t.scheme is not Scheme.IMAGE for t in terms):
         from searchmm.settings import resolve_index_dir

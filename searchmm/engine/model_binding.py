@@ -89,6 +89,8 @@ class ModelBinding:
             return self._query
 
     def _query_encoder(self, stored: StoredModel | None) -> QueryEncoder:
+        """The export if the store has a verified one (onnx, auto); else torch (torch, auto),
+        making the export for the next process while the model is loaded anyway (auto)."""
         spec = self.spec(stored)
         if self.backend is not Backend.TORCH and stored is not None:
             from searchmm.model.onnx_files import find_export
@@ -98,16 +100,14 @@ class ModelBinding:
                 from searchmm.model.onnx_encoder import OnnxEncoder
 
                 return OnnxEncoder(spec, *found)
-            if self.backend is Backend.ONNX and self._torch is None:
-                raise SearchmmError(
-                    f"{self.index_dir} has no verified ONNX export of {spec.describe()} yet",
-                    hint=Hint.USE_TORCH_BACKEND,
-                )
+        if self.backend is Backend.ONNX:
+            raise SearchmmError(
+                f"{self.index_dir} has no verified ONNX export of {spec.describe()} yet",
+                hint=Hint.USE_TORCH_BACKEND,
+            )
         encoder = self.load_torch(stored)
-        if self.backend is not Backend.TORCH and stored is not None:
-            exported = self.export(encoder)
-            if exported is not None and self.backend is Backend.ONNX:
-                return exported
+        if stored is not None:
+            self.export(encoder)
         return encoder
 
     def export(self, encoder: TorchEncoder) -> QueryEncoder | None:

@@ -38,7 +38,9 @@ class Searcher:
         self.exact_filter_limit = exact_filter_limit
 
     def encoder(self) -> QueryEncoder:
-        return self.model.load_query(self.directory.store().get_model())
+        """The query encoder; once loaded, a query reads nothing to get it."""
+        loaded = self.model.loaded
+        return loaded or self.model.load_query(self.directory.store().get_model())
 
     def search(self, terms: Sequence[Term], options: SearchOptions) -> list[Hit]:
         """The weighted combination of the terms' vectors, ranked (see `search_vector`)."""

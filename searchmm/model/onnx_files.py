@@ -19,6 +19,7 @@ from typing import Any
 
 from searchmm.model.pixels import PixelRecipe
 from searchmm.model.spec import ModelSpec
+from searchmm.processes import alive
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -95,18 +96,8 @@ def remove_dead_temps(index_dir: Path) -> None:
     """Remove the half-made exports of processes that died making them (a live one's stay)."""
     for folder in index_dir.glob("onnx-*.tmp-*"):
         pid = folder.name.rpartition("-")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 def find_export(index_dir: Path, spec: ModelSpec) -> tuple[Path, OnnxManifest] | None:

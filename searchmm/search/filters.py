@@ -24,6 +24,26 @@ class Filters:
     min_height: int | None = None
     where: tuple[tuple[str, str], ...] = ()  # metadata key = value (compared as text)
 
+    @classmethod
+    def parse(
+        cls,
+        path_glob: str | None = None,
+        modified_after: str | None = None,
+        modified_before: str | None = None,
+        min_width: int | None = None,
+        min_height: int | None = None,
+        where: tuple[tuple[str, str], ...] = (),
+    ) -> Filters:
+        """From what a user types (the CLI's options, the API's JSON): dates as ISO text."""
+        return cls(
+            path_glob=path_glob,
+            modified_after=parse_date(modified_after) if modified_after else None,
+            modified_before=parse_date(modified_before) if modified_before else None,
+            min_width=min_width,
+            min_height=min_height,
+            where=where,
+        )
+
     @property
     def active(self) -> bool:
         return any(

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from searchmm import defaults
-from searchmm.search.filters import Filters, parse_date
+from searchmm.search.filters import Filters
 from searchmm.search.options import SearchKwargs
 from searchmm.search.terms import Scheme, Term
 
@@ -57,12 +57,12 @@ class QueryIn(BaseModel):
         options: SearchKwargs = {"threshold": self.threshold}
         if self.filters is not None:
             f = self.filters
-            options["filters"] = Filters(
-                path_glob=f.path_glob,
-                modified_after=parse_date(f.modified_after) if f.modified_after else None,
-                modified_before=parse_date(f.modified_before) if f.modified_before else None,
-                min_width=f.min_width,
-                min_height=f.min_height,
-                where=tuple(f.where),
+            options["filters"] = Filters.parse(
+                f.path_glob,
+                f.modified_after,
+                f.modified_before,
+                f.min_width,
+                f.min_height,
+                tuple(f.where),
             )
         return options

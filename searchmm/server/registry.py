@@ -13,6 +13,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from searchmm.processes import alive
+
 RECORD_FILENAME = ".server.json"
 
 
@@ -49,15 +51,7 @@ def withdraw(index_dir: Path, pid: int) -> None:
 def running_server(index_dir: Path) -> ServerRecord | None:
     """The server announced for `index_dir`, if its process is alive."""
     found = _read(index_dir)
-    if found is None:
-        return None
-    try:
-        os.kill(found.pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # another user's process: alive
-    return found
+    return found if found is not None and alive(found.pid) else None
 
 
 def _read(index_dir: Path) -> ServerRecord | None:
