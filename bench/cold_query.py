@@ -6,7 +6,10 @@ runs, in turn, a text query and an image query with `--backend torch` and with `
 (interleaved, so that drift in the machine's load touches all alike), each a new process timed
 from start to exit, with its peak RSS from `wait4`. Both backends must return the same items.
 Then a `searchmm serve` is started on the index and the text query is timed again in client
-mode (the query process sends it to the server, which has its model loaded).
+mode (the query process sends it to the server, which has its model loaded). Last, where a cold
+onnxruntime text query's time goes: a fresh process takes the query path's steps one by one
+through the Python API with a clock between them (interpreter start is timed as a process that
+exits at once; exit is what remains of the process's wall time after its last step).
 
     .venv/bin/python bench/cold_query.py --model ViT-B-32 --rounds 5
 """
@@ -63,6 +66,69 @@ def timed_run(
             raise SystemExit(f"{command} exited {process.returncode}")
         out.seek(0)
         return wall, usage.ru_maxrss * 1024, out.read().decode()
+
+
+BREAKDOWN = r"""
+import json, os, sys, time
+clock = time.perf_counter
+marks = [("start", clock())]
+def mark(name):
+    marks.append((name, clock()))
+import searchmm.cli.app
+mark("CLI imports (typer, click)")
+from searchmm.engine.engine import Engine
+from searchmm.model.onnx_encoder import normalised
+mark("engine imports")
+engine = Engine(sys.argv[1])
+encoder = engine.load_model()
+mark("store open, model record, export manifest")
+import onnxruntime
+mark("import onnxruntime")
+session = encoder._session("text.onnx")
+mark("text tower session")
+tokens = encoder.tokenizer()([sys.argv[2]])
+mark("tokenizer load, tokenize")
+(features,) = session.run(None, {"input": tokens})
+mark("encode")
+hits = engine.search_vector(normalised(features)[0], k=10)
+mark("search (FAISS import, index read, search, items)")
+sys.stdout.write(json.dumps([hit.to_dict() for hit in hits], indent=2) + "\n")
+sys.stdout.flush()
+mark("print")
+engine.close()
+steps = [(name, t - before) for (_, before), (name, t) in zip(marks, marks[1:])]
+sys.stderr.write(json.dumps({"steps": steps, "total": clock() - marks[0][1]}) + "\n")
+sys.stderr.flush()
+os._exit(0)
+"""
+
+
+def breakdown_runs(index_dir: Path, rounds: int, expected: list[int]) -> dict[str, list[float]]:
+    """Seconds per step of a cold onnxruntime text query, one fresh process per round."""
+    measured: dict[str, list[float]] = {"interpreter start": []}
+    for round_number in range(rounds + 1):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import os; os._exit(0)"], check=True)
+        interpreter = time.perf_counter() - started
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-c", BREAKDOWN, str(index_dir), TEXT_QUERY],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        wall = time.perf_counter() - started
+        if [hit["id"] for hit in json.loads(done.stdout)] != expected:
+            raise SystemExit("the step-by-step query answers differently")
+        report = json.loads(done.stderr.strip().splitlines()[-1])
+        if not round_number:
+            continue  # round 0 warms the page cache
+        measured["interpreter start"].append(interpreter)
+        for name, seconds in report["steps"]:
+            measured.setdefault(name, []).append(seconds)
+        measured.setdefault("exit", []).append(max(0.0, wall - interpreter - report["total"]))
+        measured.setdefault("whole process", []).append(wall)
+    return measured
 
 
 def client_mode_runs(
@@ -133,6 +199,7 @@ def main() -> None:
         if answers[f"{kind} torch"] != answers[f"{kind} onnx"]:
             raise SystemExit(f"the backends disagree on the {kind} query")
     runs["text via server"] = client_mode_runs(exe, index_dir, args.rounds, answers["text onnx"])
+    steps = breakdown_runs(index_dir, args.rounds, answers["text onnx"])
     medians = {
         name: {"wall_s": harness.median(r["wall_s"]), "peak_rss_mb": max(r["peak_rss"]) / 1e6}
         for name, r in runs.items()
@@ -163,6 +230,10 @@ def main() -> None:
     rows.append(
         ("ONNX export at ingest", f"{export['export_s']:.1f} s, {export['bytes'] / 1e6:.0f} MB")
     )
+    rows += [
+        (f"cold onnx text query, step: {name}", f"{harness.median(seconds) * 1000:.0f} ms")
+        for name, seconds in steps.items()
+    ]
     harness.record(
         "cold_query",
         "Cold `searchmm query`: torch vs onnxruntime",
@@ -175,13 +246,16 @@ def main() -> None:
             "python": sys.version.split()[0],
         },
         rows,
-        {"runs": runs, "medians": medians, "export": export},
+        {"runs": runs, "medians": medians, "export": export, "steps": steps},
         headlines,
         [
             "each query: a fresh `searchmm query ... --json -k 10` process, start to exit",
             "peak RSS: the child's ru_maxrss from wait4",
             "round 0 (untimed) warms the page cache; the same ids come from both backends",
             "client mode: the same text query with a `searchmm serve` running on the index",
+            "steps: the onnx text query's path taken step by step through the Python API in a "
+            "fresh process, a clock between steps; interpreter start is a process that exits "
+            "at once; exit is the process's wall time left after its last step",
         ],
     )
 

@@ -209,8 +209,13 @@ def record(
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
     machine = machine_info()
-    verdicts = [
-        (h["metric"], f"{h['ratio']:.3f}", f"{h['target']}", "met" if h["met"] else "MISSED")
+    verdicts = [  # a headline without a target is a comparison, reported as measured
+        (
+            h["metric"],
+            f"{h['ratio']:.3f}",
+            str(h.get("target", "-")),
+            "" if "met" not in h else "met" if h["met"] else "MISSED",
+        )
         for h in headlines
     ]
 

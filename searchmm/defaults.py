@@ -4,6 +4,8 @@ from __future__ import annotations
 
 INDEX_DIR_ENV = "SEARCHMM_INDEX_DIR"
 INDEX_DIR = "indexes"
+# What a machine keeps across stores: ONNX exports by model, checkpoint digests.
+CACHE_DIR_ENV = "SEARCHMM_CACHE_DIR"
 
 MODEL = "ViT-B-32"
 PRETRAINED = "laion2b_s34b_b79k"

@@ -15,6 +15,25 @@ def resolve_index_dir(index_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(chosen).expanduser().absolute()
 
 
+def cache_dir() -> Path:
+    """`$SEARCHMM_CACHE_DIR`, else `$XDG_CACHE_HOME/searchmm`, else `~/.cache/searchmm`."""
+    chosen = os.environ.get(defaults.CACHE_DIR_ENV)
+    if chosen:
+        return Path(chosen).expanduser().absolute()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser().absolute() / "searchmm"
+
+
+def may_use_gpu(device: str | None) -> bool:
+    """Whether `device` could mean a GPU, decided without importing torch: an explicit GPU
+    device, or `auto` on a machine with an NVIDIA driver and visible devices."""
+    if device not in (None, "", "auto"):
+        return device != "cpu"
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/nvidia0").exists()
+
+
 def default_workers() -> int:
     """Decode workers: leave the cores to the model on small machines."""
     cpus = os.cpu_count() or 1

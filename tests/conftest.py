@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,27 @@ import pytest
 
 from helpers.files import TINY_CONFIG, make_image, save_real_photos
 from helpers.server import Served, served_index
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_machine_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The session's fixtures keep the machine-wide cache (ONNX exports, checkpoint digests) in
+    a folder of their own, never the user's ~/.cache."""
+    previous = os.environ.get("SEARCHMM_CACHE_DIR")
+    os.environ["SEARCHMM_CACHE_DIR"] = str(tmp_path_factory.mktemp("machine-cache"))
+    yield
+    if previous is None:
+        del os.environ["SEARCHMM_CACHE_DIR"]
+    else:
+        os.environ["SEARCHMM_CACHE_DIR"] = previous
+
+
+@pytest.fixture(autouse=True)
+def machine_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own machine-wide cache: no test reuses another's export or digest."""
+    folder = tmp_path / "machine-cache"
+    monkeypatch.setenv("SEARCHMM_CACHE_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture(scope="session")

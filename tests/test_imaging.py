@@ -8,17 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from skimage import data as skdata
-from torchvision import transforms
 
+from helpers.processes import wait_for_exit
+from searchmm.errors import SearchmmError
+from searchmm.model.pixels import PixelRecipe
 from searchmm.sources.images import ImageDecodeError, load_image
 from searchmm.sources.loader import (
     DecodedBatch,
-    ImageDataset,
+    ImageDecoder,
     collate_decoded,
-    image_loader,
+    image_batches,
     ramp_up_batches,
 )
 
@@ -229,8 +230,8 @@ def test_corrupt_exif_still_decodes(tmp_path: Path) -> None:
 # --- dataset and loader -------------------------------------------------------------------
 
 
-def tiny_transform() -> transforms.Compose:
-    return transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor()])
+def tiny_transform() -> PixelRecipe:
+    return PixelRecipe(32, "bicubic", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
 def mixed_files(tmp_path: Path) -> list[str]:
@@ -252,16 +253,46 @@ def check_batches(batches: list[DecodedBatch]) -> None:
     assert batches[0].sizes == [(451, 300)] and batches[1].sizes == [(50, 20)]
     for b in batches:
         assert b.pixels is not None and b.pixels.shape == (1, 3, 32, 32)
-        assert b.pixels.dtype == torch.float32
-    assert torch.allclose(batches[1].pixels, torch.ones(1, 3, 32, 32))  # white, not black
+        assert b.pixels.dtype == np.float32
+    assert np.array_equal(batches[1].pixels, np.ones((1, 3, 32, 32)))  # white, not black
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_loader_good_and_bad(tmp_path: Path, workers: int) -> None:
     paths = mixed_files(tmp_path)
     # batch_size 8 starts with a quarter-size batch of 2: batches [0, 1] and [2, 3]
-    loader = image_loader(paths, tiny_transform(), batch_size=8, workers=workers, draft_size=64)
+    loader = image_batches(paths, tiny_transform(), batch_size=8, workers=workers, draft_size=64)
     check_batches(list(loader))
+
+
+def test_a_decode_worker_that_dies_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    """A worker killed mid-batch (the OOM killer, a crash in a codec) breaks the pool: the
+    ingest gets a clear error instead of waiting for a batch that never comes."""
+    import os
+    import signal
+
+    paths = mixed_files(tmp_path)
+
+    def die(image: Image.Image) -> np.ndarray:
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")
+
+    with pytest.raises(SearchmmError, match="a decode worker died"):
+        list(image_batches(paths, die, batch_size=8, workers=1))
+
+
+def test_closing_the_batches_early_stops_the_workers(tmp_path: Path) -> None:
+    import multiprocessing
+
+    paths = mixed_files(tmp_path) * 20
+    earlier = {p.pid for p in multiprocessing.active_children()}
+    batches = image_batches(paths, tiny_transform(), batch_size=4, workers=2)
+    first = next(batches)
+    assert first.indices == [0]
+    workers = [p for p in multiprocessing.active_children() if p.pid not in earlier]
+    assert len(workers) == 2
+    batches.close()
+    wait_for_exit([worker.pid for worker in workers if worker.pid], "workers of closed batches")
 
 
 def test_first_batch_is_small_so_the_model_starts_early() -> None:
@@ -274,10 +305,10 @@ def test_first_batch_is_small_so_the_model_starts_early() -> None:
 def test_dataset_never_raises(tmp_path: Path) -> None:
     path = save(Image.new("RGB", (8, 8)), tmp_path / "ok.png")
 
-    def broken(_img: Image.Image) -> torch.Tensor:
+    def broken(_img: Image.Image) -> np.ndarray:
         raise RuntimeError("boom")
 
-    item = ImageDataset([path], broken)[0]
+    item = ImageDecoder([path], broken)[0]
     assert item == {
         "index": 0,
         "pixels": None,

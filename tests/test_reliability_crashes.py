@@ -21,7 +21,13 @@ import pytest
 
 from helpers.cli import SEARCHMM, invoke, invoke_json
 from helpers.files import make_image, slow_pngs
-from helpers.processes import open_paths, ready_or_exited, wait_until
+from helpers.processes import (
+    descendants,
+    open_paths,
+    ready_or_exited,
+    wait_for_exit,
+    wait_until,
+)
 from helpers.store import embedded, index_ids, stored_items
 from searchmm import Engine, ModelSpec, SearchmmError
 from searchmm.index.vector_index import VectorIndex
@@ -92,6 +98,9 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     folder, index_dir = tmp_path / "photos", tmp_path / "idx"
     for i in range(200):
         make_image(folder / f"img-{i:04d}.png", seed=i, size=(64, 48))
+    # The first store of a model exports it (seconds, with torch); every later run encodes with
+    # that export: time the phases of such a run.
+    measure_phases(folder, tmp_path / "exported", tiny_config)
     phases = measure_phases(folder, tmp_path / "measured", tiny_config)
     reference = stored_state(tmp_path / "measured")
 
@@ -362,3 +371,20 @@ def test_a_damaged_index_is_rebuilt_by_the_next_writer(
     assert "rebuilding it from the store" in result.stderr
     assert json.loads(result.stdout)["encoded_images"] == 0  # rebuilt, not encoded again
     assert index_ids(ingested, "image") == ids
+
+
+def test_a_killed_ingest_leaves_no_decode_worker_behind(tmp_path: Path, tiny_config: Path) -> None:
+    """Decode workers wait for work on a pipe their siblings hold open: without watching their
+    parent they would outlive a SIGKILLed ingest forever."""
+    folder = tmp_path / "photos"
+    slow_pngs(folder, 24)  # ~0.2 s each: the workers are busy when the kill lands
+    process = subprocess.Popen(
+        [SEARCHMM, "ingest", folder, "--index-dir", tmp_path / "idx", "--model-config",
+         tiny_config, "--batch-size", "2", "--workers", "2", "--json"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_until(lambda: len(descendants(process.pid)) >= 3, process, "the decode workers start")
+    workers = descendants(process.pid)[1:]
+    process.kill()
+    process.wait(timeout=60)
+    wait_for_exit(workers, "decode workers of the killed ingest")

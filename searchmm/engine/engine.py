@@ -92,8 +92,8 @@ class Engine:
         onnxruntime on the store's verified export, or open_clip on torch (see `backend`)."""
         return self._model.load_query(self._stored_model())
 
-    def _load_torch(self) -> Encoder:
-        return self._model.load_torch(self._stored_model())
+    def _load_ingest(self) -> Encoder:
+        return self._model.load_ingest(self._stored_model())
 
     def _stored_model(self) -> StoredModel | None:
         return self._directory.store().get_model() if self._directory.exists() else None
@@ -131,17 +131,18 @@ class Engine:
         for path in paths:
             check_root(path)  # a typo in a path fails before any model or store is touched
         if not self._directory.exists():
-            self._load_torch()  # weights that cannot be had leave no empty store behind
+            self._load_ingest()  # weights that cannot be had leave no empty store behind
         from searchmm.ingest.pipeline import Pipeline
         from searchmm.ingest.run import IngestRun
 
         with self._directory.writing(wait) as store:
             self._model.record(store)
-            summary = Pipeline(IngestRun(store, self._load_torch, options, stop)).run(paths)
+            summary = Pipeline(IngestRun(store, self._load_ingest, options, stop)).run(paths)
             self._directory.sync()
+            stored = store.get_model()
         remove_dead_temps(self.index_dir)  # exports of killed processes
-        if self._model.torch_loaded is not None:
-            self._model.export(self._model.torch_loaded)  # once: for torch-free queries
+        if stored is not None:
+            self._model.keep_export(stored)  # once: for torch-free queries and ingests
         return summary
 
     def remove(self, paths: Sequence[str | os.PathLike[str]], *, wait: float = 0.0) -> int:

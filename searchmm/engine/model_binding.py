@@ -2,8 +2,9 @@
 
 A store records its model on the first ingest; later the recorded model is used, and a
 different one is refused before anything is written, so vectors of two models never mix.
-Ingest encodes with torch; queries with the store's verified ONNX export when there is one
-(made the first time torch is loaded for the store), else with torch.
+Queries, and ingest on the CPU, encode with the verified ONNX export of the model when the store
+or the machine has one (made the first time torch is loaded for the model), else with torch:
+per image onnxruntime is as fast as torch on the CPU, and it starts in a fraction of the time.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 
 from searchmm.errors import Hint, ModelMismatchError, SearchmmError
 from searchmm.model.backend import Backend
-from searchmm.model.encoder import QueryEncoder, TorchEncoder
+from searchmm.model.encoder import Encoder, QueryEncoder, TorchEncoder
 from searchmm.model.spec import ModelSpec
+from searchmm.settings import may_use_gpu
 from searchmm.store.records import StoredModel
 from searchmm.store.store import Store
 
@@ -45,13 +47,10 @@ class ModelBinding:
         self.device = device
         self.backend = backend
         self._torch: TorchEncoder | None = None
+        self._onnx: Encoder | None = None
         self._query: QueryEncoder | None = None
+        self._ingest: Encoder | None = None
         self._lock = threading.RLock()
-
-    @property
-    def torch_loaded(self) -> TorchEncoder | None:
-        """The torch encoder if it was loaded already (never loads it)."""
-        return self._torch
 
     @property
     def loaded(self) -> QueryEncoder | None:
@@ -88,27 +87,52 @@ class ModelBinding:
                 self._query = self._query_encoder(stored)
             return self._query
 
+    def load_ingest(self, stored: StoredModel | None) -> Encoder:
+        """The encoder for ingest: the verified export on the CPU unless the backend says torch;
+        torch on a GPU (autocast)."""
+        with self._lock:
+            if self._ingest is None:
+                onnx = self.backend is Backend.ONNX or (
+                    self.backend is Backend.AUTO and not may_use_gpu(self.device)
+                )
+                found = self._onnx_encoder(stored) if onnx else None
+                self._ingest = found or self._torch_unless_onnx(stored)
+            return self._ingest
+
     def _query_encoder(self, stored: StoredModel | None) -> QueryEncoder:
-        """The export if the store has a verified one (onnx, auto); else torch (torch, auto),
-        making the export for the next process while the model is loaded anyway (auto)."""
-        spec = self.spec(stored)
-        if self.backend is not Backend.TORCH and stored is not None:
-            from searchmm.model.onnx_files import find_export
-
-            found = find_export(self.index_dir, spec)
-            if found is not None:
-                from searchmm.model.onnx_encoder import OnnxEncoder
-
-                return OnnxEncoder(spec, *found)
-        if self.backend is Backend.ONNX:
-            raise SearchmmError(
-                f"{self.index_dir} has no verified ONNX export of {spec.describe()} yet",
-                hint=Hint.USE_TORCH_BACKEND,
-            )
-        encoder = self.load_torch(stored)
+        """The export if there is a verified one (onnx, auto); else torch (torch, auto), making
+        the export for the next process while the model is loaded anyway (auto)."""
+        found = self._onnx_encoder(stored)
+        if found is not None:
+            return found
+        encoder = self._torch_unless_onnx(stored)
         if stored is not None:
             self.export(encoder)
         return encoder
+
+    def _onnx_encoder(self, stored: StoredModel | None) -> Encoder | None:
+        """The store's or the machine's verified export of the model, unless the backend says
+        torch; one encoder (and its sessions) for both ingest and queries."""
+        if self.backend is Backend.TORCH:
+            return None
+        if self._onnx is None:
+            from searchmm.model.onnx_files import locate_export
+
+            spec = self.spec(stored)
+            found = locate_export(self.index_dir, spec)
+            if found is not None:
+                from searchmm.model.onnx_encoder import OnnxEncoder
+
+                self._onnx = OnnxEncoder(spec, *found)
+        return self._onnx
+
+    def _torch_unless_onnx(self, stored: StoredModel | None) -> TorchEncoder:
+        if self.backend is Backend.ONNX:
+            raise SearchmmError(
+                f"there is no verified ONNX export of {self.spec(stored).describe()} yet",
+                hint=Hint.USE_TORCH_BACKEND,
+            )
+        return self.load_torch(stored)
 
     def export(self, encoder: TorchEncoder) -> QueryEncoder | None:
         """Make the store's ONNX export if it has none (the torch backend never makes one)."""
@@ -118,13 +142,23 @@ class ModelBinding:
 
         return ensure_export(encoder, self.index_dir)
 
+    def keep_export(self, stored: StoredModel) -> None:
+        """After an ingest: the store's own export, made with the torch model if it was loaded,
+        else linked from the machine's, so the store keeps its torch-free path."""
+        if self._torch is not None:
+            self.export(self._torch)
+        elif self.backend is not Backend.TORCH:
+            from searchmm.model.onnx_files import adopt_export
+
+            adopt_export(self.index_dir, self.spec(stored))
+
     def record(self, store: Store) -> None:
         """Record the model in a new store, or where a requested checkpoint now lives.
         Refuses a different model before anything is written."""
         stored = store.get_model()
         spec = self.spec(stored)
         if stored is None:
-            encoder = self.load_torch(None)
+            encoder = self.load_ingest(None)
             store.set_model(
                 StoredModel(
                     id=1,

@@ -1,10 +1,12 @@
-"""Carries out the image part of a plan: decode in DataLoader workers, encode, commit each batch.
+"""Carries out the image part of a plan: decode in worker processes, encode, commit each batch.
 
 A copy of stored content reuses its vector (by content digest) and is never decoded. A crash
 loses at most the batch in flight; a `stop` ends the run between batches, after a commit.
 """
 
 from __future__ import annotations
+
+from contextlib import closing
 
 from searchmm.ingest.plan import Encode, FilePlan
 from searchmm.ingest.run import IngestRun
@@ -53,11 +55,11 @@ class ImageExecutor:
         if not pending or self.run.stopping():
             return
         from searchmm.index.faisslib import preload_in_background
-        from searchmm.sources.loader import image_loader
+        from searchmm.sources.loader import image_batches
 
         preload_in_background()  # ready for the index update when encoding ends
         encoder = self.run.load_encoder()
-        loader = image_loader(
+        batches = image_batches(
             [p.entry.path for p in pending],
             encoder.preprocess,
             batch_size=self.run.options.batch_size,
@@ -65,8 +67,8 @@ class ImageExecutor:
             draft_size=encoder.image_size,
             expected=[(p.entry.size, p.entry.mtime_ns) for p in pending],
         )
-        with self.run.bar(len(pending), "encoding images", " img") as bar:
-            for batch in loader:
+        with closing(batches), self.run.bar(len(pending), "encoding images", " img") as bar:
+            for batch in batches:
                 vectors = encoder.encode_images(batch.pixels) if batch.pixels is not None else None
                 saved = [pending[index] for index in batch.indices]
                 encoded = []
@@ -81,7 +83,7 @@ class ImageExecutor:
                 self.summary.encoded_images += len(batch.indices)
                 bar.update(len(batch.indices) + len(batch.failures))
                 if self.run.stopping():
-                    break  # this batch is committed; leaving the loop shuts the workers down
+                    break  # this batch is committed; closing `batches` stops the workers
 
     def _failure(self, p: Encode, reason: str) -> FailedImage | None:
         """Why a file failed, to record; a vanished or changing file, or a stored image whose new

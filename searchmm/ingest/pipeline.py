@@ -1,7 +1,7 @@
 """One ingest: scan -> plan (per kind, against the store) -> executors.
 
     scan -> diff (size+mtime, then content digest) -> touched, renamed, encode, remove
-         -> images: decode in DataLoader workers -> encode in batches -> commit each batch
+         -> images: decode in worker processes -> encode in batches -> commit each batch
          -> texts: read changed files -> diff records -> encode new texts -> commit each batch
 
 A re-run resumes a crashed one because unchanged files are recognised by size, mtime and

@@ -1,7 +1,8 @@
 """The encoder seam: what ingest and search need from a model, whatever runs it.
 
-`TorchEncoder` (open_clip on torch) serves ingest and queries; `OnnxEncoder` (onnxruntime, in
-`onnx_encoder`) serves queries from a store's verified export, without importing torch.
+`TorchEncoder` (open_clip on torch) and `OnnxEncoder` (onnxruntime on a verified export, in
+`onnx_encoder`, without importing torch) both serve ingest and queries. Pixels cross the seam
+as numpy arrays, so decode workers never need torch.
 """
 
 from __future__ import annotations
@@ -45,9 +46,13 @@ class QueryEncoder(Protocol):
 class Encoder(QueryEncoder, Protocol):
     """What ingest needs besides: a preprocess that decode workers run, and batches of pixels."""
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor: ...
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """A decoded RGB image -> (3, H, W) float32, as the model's transform makes it."""
+        ...
 
-    def encode_images(self, pixels: torch.Tensor) -> np.ndarray: ...
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        """Preprocessed pixels (n, 3, H, W) -> L2-normalised float32 (n, dim)."""
+        ...
 
 
 class TorchEncoder:
@@ -57,13 +62,13 @@ class TorchEncoder:
         self,
         spec: ModelSpec,
         model: Any,
-        preprocess: Callable[[Image.Image], torch.Tensor],
+        transform: Callable[[Image.Image], torch.Tensor],
         tokenizer: Any,
         device: str,
     ) -> None:
         self.spec = spec
         self.model = model
-        self.preprocess = preprocess
+        self.transform = transform  # open_clip's own eval transform
         self.tokenizer = tokenizer
         self.device = device
         self.context_length = int(getattr(tokenizer, "context_length", 77) or 77)
@@ -72,10 +77,11 @@ class TorchEncoder:
         output_dim = getattr(model.visual, "output_dim", None)
         self.dim = int(output_dim) if output_dim else int(self.encode_texts(["probe"]).shape[1])
 
-    def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
-        import torch
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        return np.asarray(self.transform(image).numpy(), dtype=np.float32)
 
-        return self.encode_images(torch.stack([self.preprocess(image) for image in images]))
+    def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.encode_images(np.stack([self.preprocess(image) for image in images]))
 
     def software(self) -> dict[str, str]:
         import open_clip
@@ -91,12 +97,12 @@ class TorchEncoder:
             return torch.autocast("cuda", dtype=dtype)
         return contextlib.nullcontext()
 
-    def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
-        """Preprocessed pixels (n, 3, H, W) -> L2-normalised float32 (n, dim)."""
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         import torch
 
+        batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
         with torch.inference_mode(), self._autocast():
-            features = self.model.encode_image(pixels.to(self.device, non_blocking=True))
+            features = self.model.encode_image(batch.to(self.device, non_blocking=True))
         return _normalised(features)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:

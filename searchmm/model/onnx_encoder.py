@@ -1,4 +1,5 @@
-"""Queries encoded by onnxruntime from a store's verified export: no torch, no torchvision.
+"""Encoding by onnxruntime from a verified export, for queries and ingest: no torch, no
+torchvision.
 
 Each tower's session is created the first time it is needed, so a text query never reads the
 image tower (and the other way round).
@@ -26,7 +27,7 @@ def normalised(features: np.ndarray) -> np.ndarray:
 
 
 class OnnxEncoder:
-    """A `QueryEncoder` over one export folder."""
+    """An `Encoder` over one export folder."""
 
     device = "cpu"
 
@@ -65,12 +66,19 @@ class OnnxEncoder:
         (features,) = self._session(TEXT_FILE).run(None, {"input": tokens})
         return normalised(features)
 
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        return self.manifest.pixels(image)
+
     def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
-        pixels = self.manifest.pixels.batch(list(images))
-        (features,) = self._session(IMAGE_FILE).run(None, {"input": pixels})
+        return self.encode_images(self.manifest.pixels.batch(list(images)))
+
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(pixels, dtype=np.float32)
+        (features,) = self._session(IMAGE_FILE).run(None, {"input": batch})
         return normalised(features)
 
     def software(self) -> dict[str, str]:
+        """onnxruntime, and what made the export (open_clip, torch)."""
         import onnxruntime
 
-        return {"onnxruntime": str(onnxruntime.__version__)}
+        return {**self.manifest.software, "onnxruntime": str(onnxruntime.__version__)}

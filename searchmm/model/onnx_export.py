@@ -31,9 +31,12 @@ from searchmm.model.onnx_files import (
     MANIFEST,
     TEXT_FILE,
     OnnxManifest,
+    adopt_export,
     export_dir,
     find_export,
+    locate_export,
     rejected_path,
+    share_export,
     temp_dir,
 )
 from searchmm.model.pixels import PixelRecipe
@@ -60,17 +63,22 @@ class ExportRejected(Exception):
 
 
 def ensure_export(encoder: TorchEncoder, index_dir: Path) -> OnnxEncoder | None:
-    """The store's verified export, made now if it has none and none was rejected before."""
-    found = find_export(index_dir, encoder.spec)
-    if found is None and not rejected_path(index_dir, encoder.spec).exists():
+    """The store's verified export: the machine's one of this model if there is one, else made
+    now unless it was rejected before; then offered to the machine's other stores."""
+    spec = encoder.spec
+    adopt_export(index_dir, spec)
+    found = locate_export(index_dir, spec)
+    if found is None and not rejected_path(index_dir, spec).exists():
         try:
             export(encoder, index_dir)
         except ExportRejected as exc:
             _reject(index_dir, encoder, str(exc))
         except Exception as exc:  # the exporter's many failures: the torch path stays
             _reject(index_dir, encoder, f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
-        found = find_export(index_dir, encoder.spec)
-    return OnnxEncoder(encoder.spec, *found) if found else None
+        found = find_export(index_dir, spec)
+    if found is not None:
+        share_export(index_dir, spec)
+    return OnnxEncoder(spec, *found) if found else None
 
 
 def _reject(index_dir: Path, encoder: TorchEncoder, reason: str) -> None:
@@ -83,7 +91,7 @@ def _reject(index_dir: Path, encoder: TorchEncoder, reason: str) -> None:
 def export(encoder: TorchEncoder, index_dir: Path) -> OnnxManifest:
     """Export, check and move into place; raises `ExportRejected` with the reason."""
     started = time.perf_counter()
-    recipe = pixel_recipe(encoder.preprocess)
+    recipe = pixel_recipe(encoder.transform)
     target, tmp = export_dir(index_dir, encoder.spec), temp_dir(index_dir, encoder.spec)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -216,8 +224,6 @@ def probe_images() -> list[Image.Image]:
 
 def check_export(encoder: TorchEncoder, onnx: OnnxEncoder) -> dict[str, float]:
     """Compare the export with torch on probe inputs; `ExportRejected` on any disagreement."""
-    import torch
-
     texts = list(PROBE_TEXTS)
     tokens = onnx.tokenizer()([t[: onnx.manifest.char_limit] for t in texts])
     expected = encoder.tokenizer([t[: onnx.manifest.char_limit] for t in texts]).numpy()
@@ -225,14 +231,12 @@ def check_export(encoder: TorchEncoder, onnx: OnnxEncoder) -> dict[str, float]:
         raise ExportRejected("the torch-free tokenizer disagrees with open_clip's")
     images = probe_images()
     pixels = onnx.manifest.pixels.batch(images)
-    reference = torch.stack([encoder.preprocess(image) for image in images]).numpy()
+    reference = np.stack([encoder.preprocess(image) for image in images])
     pixel_diff = float(np.abs(pixels - reference).max())
     if pixel_diff > MAX_PIXEL_DIFF:
         raise ExportRejected(f"the torch-free preprocessing differs by {pixel_diff:.2g}")
     text_cos = _min_cosine(encoder.encode_texts(texts), onnx.encode_texts(texts))
-    image_cos = _min_cosine(
-        encoder.encode_images(torch.from_numpy(pixels)), onnx.encode_pil(images)
-    )
+    image_cos = _min_cosine(encoder.encode_images(pixels), onnx.encode_pil(images))
     if min(text_cos, image_cos) < MIN_COSINE:
         raise ExportRejected(f"its outputs disagree with torch (cosine {min(text_cos, image_cos)})")
     return {"text_cosine": text_cos, "image_cosine": image_cos, "pixel_max_diff": pixel_diff}

@@ -2,13 +2,16 @@
 
     <index dir>/onnx-<key>/manifest.json, text.onnx, image.onnx, bpe_simple_vocab_16e6.txt.gz
     <index dir>/onnx-<key>.rejected     why an export was not made or did not pass its checks
+    <cache dir>/onnx/onnx-<key>/        the machine's copy (hard links), for other stores
 
 The key is a hash of the model's identity, so a store whose model changes never reads another
-model's export. Nothing here imports torch: this is the query side.
+model's export. A new store of a model that another store exported uses the machine's copy, so
+neither its ingest nor its queries need torch. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +23,7 @@ from typing import Any
 from searchmm.model.pixels import PixelRecipe
 from searchmm.model.spec import ModelSpec
 from searchmm.processes import alive
+from searchmm.settings import cache_dir
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -114,3 +118,41 @@ def find_export(index_dir: Path, spec: ModelSpec) -> tuple[Path, OnnxManifest] |
     if not all((folder / name).is_file() for name in (TEXT_FILE, IMAGE_FILE, manifest.vocab)):
         return None
     return folder, manifest
+
+
+def shared_root() -> Path:
+    """Where the machine keeps one export per model, for every store of that model."""
+    return cache_dir() / "onnx"
+
+
+def locate_export(index_dir: Path, spec: ModelSpec) -> tuple[Path, OnnxManifest] | None:
+    """The store's own verified export, else the machine's one of the same model."""
+    return find_export(index_dir, spec) or find_export(shared_root(), spec)
+
+
+def share_export(index_dir: Path, spec: ModelSpec) -> None:
+    """Offer the store's export to other stores: hard links, so it costs no disk."""
+    if find_export(index_dir, spec) is not None and find_export(shared_root(), spec) is None:
+        remove_dead_temps(shared_root())
+        _link_into(shared_root(), export_dir(index_dir, spec), spec)
+
+
+def adopt_export(index_dir: Path, spec: ModelSpec) -> None:
+    """Give a store without an export of its own the machine's one (hard links)."""
+    found = find_export(shared_root(), spec)
+    if found is not None and find_export(index_dir, spec) is None:
+        _link_into(index_dir, found[0], spec)
+
+
+def _link_into(root: Path, source: Path, spec: ModelSpec) -> None:
+    """Link `source`'s files into `root`'s export folder, made whole or not at all. Best effort:
+    on another file system (no hard links) the store reads the machine's export instead."""
+    tmp = temp_dir(root, spec)
+    with contextlib.suppress(OSError):
+        tmp.mkdir(parents=True)
+        try:
+            for path in source.iterdir():
+                os.link(path, tmp / path.name)
+            tmp.rename(export_dir(root, spec))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

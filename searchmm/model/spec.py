@@ -55,9 +55,9 @@ class ModelSpec:
             pretrained = _default_tag(name)
         digest = None
         if is_checkpoint_path(pretrained):
-            path = Path(pretrained).expanduser()
+            path = Path(pretrained).expanduser().absolute()
             digest = _checkpoint_digest(path)
-            pretrained = str(path.absolute())
+            pretrained = str(path)
         return cls(name, pretrained, config_json, digest, seed)
 
     @property
@@ -122,12 +122,12 @@ def _default_tag(name: str) -> str:
 
 
 def _checkpoint_digest(path: Path) -> str:
-    from searchmm.sources.files import file_digest
+    from searchmm.model.checkpoint_digest import checkpoint_digest
 
     if not path.is_file():
         raise ModelLoadError(f"checkpoint {path} does not exist or is not a file")
     try:
-        return file_digest(str(path))
+        return checkpoint_digest(path)
     except OSError as exc:
         raise ModelLoadError(f"cannot read checkpoint {path}: {exc.strerror}") from exc
 

@@ -71,3 +71,20 @@ def ingest_process(*args: object) -> subprocess.Popen[str]:
     return subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
+
+
+def exited(pid: int) -> bool:
+    """Whether `pid` has ended (a zombie has: only its reaping is left), from /proc."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+def wait_for_exit(pids: list[int], what: str, limit: float = 30) -> None:
+    """Poll until every one of `pids` has ended; fail when time runs out."""
+    deadline = time.monotonic() + limit
+    while not all(exited(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"{what}: {pids} still running after {limit} s"
+        time.sleep(0.01)
