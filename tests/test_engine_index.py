@@ -117,3 +117,19 @@ def test_more_like_this_by_item_id(tmp_path: Path, photo_dir: Path, tiny_config:
         ]
         with pytest.raises(SearchmmError, match="no item 999999"):
             engine.search_item(999999)
+
+
+def test_a_warm_engine_says_when_everything_was_removed_meanwhile(
+    tmp_path: Path, photo_dir: Path, tiny_config: Path
+) -> None:
+    """Once its model is loaded an engine skips the emptiness check of each query and reads
+    the caught-up index's count instead: the same error, after another writer removed all."""
+    index_dir = tmp_path / "idx"
+    with Engine(index_dir, model=ModelSpec.from_options(model_config=tiny_config)) as writer:
+        writer.ingest([photo_dir])
+    with Engine(index_dir) as reader:
+        assert reader.search_text("a cat", k=1)
+        with Engine(index_dir) as other:
+            other.remove([photo_dir])
+        with pytest.raises(SearchmmError, match="holds no images: ingest some"):
+            reader.search_text("a cat", k=1)

@@ -53,7 +53,9 @@ class Searcher:
     def _query(
         self, make_vector: Callable[[], np.ndarray], needs_model: bool, options: SearchOptions
     ) -> list[Hit]:
-        self._check_searchable(options.kind, load_model=needs_model)
+        warm = self.model.loaded is not None  # the index's own count then says if it is empty
+        if not warm:
+            self._check_searchable(options.kind, load_model=needs_model)
         store = self.directory.store()
         allowed = None
         if options.filters is not None and options.filters.active:
@@ -61,6 +63,8 @@ class Searcher:
         vector = make_vector()
         with self.directory.lock:
             index = self.directory.reader_index(options.kind)
+            if warm and index.ntotal == 0:
+                raise self._nothing_to_search(options.kind)
             limit = self.exact_filter_limit
             return rank(store, index, vector, options, allowed=allowed, exact_filter_limit=limit)
 
@@ -111,10 +115,13 @@ class Searcher:
     def items_by_id(self, ids: Iterable[int]) -> dict[int, Item]:
         return self.directory.store().items_by_id(ids)
 
+    def _nothing_to_search(self, kind: Kind) -> SearchmmError:
+        return SearchmmError(f"the index at {self.directory.path} holds no {kind}s: ingest some")
+
     def _check_searchable(self, kind: Kind, *, load_model: bool) -> None:
         """Refuse an empty target before any model is loaded; load it if the query needs it."""
         if not self.directory.store().has_items(kind):
-            raise SearchmmError(f"the index at {self.directory.path} holds no {kind}s: ingest some")
+            raise self._nothing_to_search(kind)
         if load_model and self.model.loaded is None:
             preload_in_background()  # FAISS loads while the model does
             self.encoder()
