@@ -16,6 +16,9 @@ from searchmm.store.records import EncodedImage, FailedImage
 from searchmm.vocabulary import Kind
 
 _COPY_BATCH = 500
+# A photo is decoded reduced only if the result keeps twice the model's input on its short
+# side: a 12 MP phone photo, never a 640 px one (bench/decode_fidelity.py measures the cost).
+REDUCED_DECODE_FLOOR = 2
 
 
 class ImageExecutor:
@@ -64,8 +67,9 @@ class ImageExecutor:
             encoder.preprocess,
             batch_size=self.run.options.batch_size,
             workers=self.run.options.workers,
-            draft_size=encoder.image_size,
+            draft_size=REDUCED_DECODE_FLOOR * encoder.image_size,
             expected=[(p.entry.size, p.entry.mtime_ns) for p in pending],
+            exact=self.run.options.exact_decode,
         )
         with closing(batches), self.run.bar(len(pending), "encoding images", " img") as bar:
             for batch in batches:
