@@ -79,7 +79,7 @@ mark("CLI imports (typer, click)")
 from searchmm.engine.engine import Engine
 from searchmm.model.onnx_encoder import normalised
 mark("engine imports")
-engine = Engine(sys.argv[1])
+engine = Engine(sys.argv[1], quick_start=True)
 encoder = engine.load_model()
 mark("store open, model record, export manifest")
 import onnxruntime

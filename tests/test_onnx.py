@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from helpers.cli import cli_json
@@ -241,3 +243,85 @@ def test_a_full_size_model_answers_the_same_through_its_export(
             a, b = onnx.search_image(photo), ref.search_image(photo)
             assert [h.item.id for h in a] == [h.item.id for h in b]
             assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-4)
+
+
+def test_an_export_keeps_each_towers_weights_beside_its_graph(store: Path) -> None:
+    """onnxruntime memory-maps weights in a file of their own: sessions start faster."""
+    spec = Engine(store).model_spec()
+    folder, manifest = find_export(store, spec) or pytest.fail("no export")
+    assert manifest.format == 2
+    for tower in ("text.onnx", "image.onnx"):
+        graph, weights = folder / tower, folder / f"{tower}.data"
+        assert weights.stat().st_size > 10 * graph.stat().st_size
+    texts = ["a cat on a couch", "一只猫"]
+    quick = OnnxEncoder(spec, folder, manifest, quick_start=True)
+    steady = OnnxEncoder(spec, folder, manifest)
+    assert np.allclose(quick.encode_texts(texts), steady.encode_texts(texts), atol=1e-5)
+
+
+def _embed_weights(folder: Path) -> None:
+    """Turn a format-2 export into what searchmm wrote before: weights inside the graphs."""
+    import onnx
+
+    for tower in ("text.onnx", "image.onnx"):
+        weights = folder / f"{tower}.data"
+        shutil.copyfile(weights, folder / "unlinked")  # onnx refuses hard-linked weights
+        (folder / "unlinked").replace(weights)
+        model = onnx.load(str(folder / tower))  # reads the external weights in
+        weights.unlink()
+        onnx.save_model(model, str(folder / tower))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
+
+
+def test_an_export_of_the_first_format_answers_and_the_next_ingest_upgrades_it(
+    store: Path, photo_dir: Path
+) -> None:
+    spec = Engine(store).model_spec()
+    folder = export_dir(store, spec)
+    with Engine(store) as engine:
+        expected = [(h.item.id, round(h.score, 4)) for h in engine.search_text("a cat")]
+    _embed_weights(folder)
+    found = find_export(store, spec)
+    assert found is not None and found[1].format == 1
+    with Engine(store) as engine:
+        assert isinstance(engine.load_model(), OnnxEncoder)
+        assert [(h.item.id, round(h.score, 4)) for h in engine.search_text("a cat")] == expected
+        engine.ingest([photo_dir], texts_in_folders=True)  # nothing new to encode
+    found = find_export(store, spec)
+    assert found is not None and found[1].format == 2
+    assert (folder / "text.onnx.data").exists() and not list(store.glob("onnx-*.tmp-*"))
+    with Engine(store) as engine:
+        assert [(h.item.id, round(h.score, 4)) for h in engine.search_text("a cat")] == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=120))
+def test_plain_ascii_skips_ftfy_and_keeps_open_clips_ids(text: str) -> None:
+    import open_clip
+    from open_clip.tokenizer import default_bpe
+
+    ours = _TOKENIZER.setdefault("ours", ClipTokenizer(default_bpe()))
+    theirs = _TOKENIZER.setdefault("theirs", open_clip.get_tokenizer("ViT-B-32"))
+    assert np.array_equal(ours([text]), theirs([text]).numpy())
+
+
+_TOKENIZER: dict[str, object] = {}
+
+
+def test_the_tokenizer_reads_its_tables_and_rebuilds_them_when_damaged(tmp_path: Path) -> None:
+    import marshal
+
+    from open_clip.tokenizer import default_bpe
+
+    from searchmm.model.clip_tokenizer import TABLES_FILENAME
+
+    vocab = tmp_path / "bpe_simple_vocab_16e6.txt.gz"
+    shutil.copyfile(default_bpe(), vocab)
+    built = ClipTokenizer(vocab)
+    ids, ranks = dict(built.ids), built.ranks
+    ids["cat</w>"] = 12345  # a table that differs shows it is the one read
+    (tmp_path / TABLES_FILENAME).write_bytes(marshal.dumps((ids, ranks), 4))
+    assert ClipTokenizer(vocab)(["cat"])[0, 1] == 12345
+    (tmp_path / TABLES_FILENAME).write_bytes(b"\x00 not marshal data")
+    assert np.array_equal(ClipTokenizer(vocab)(["a cat"]), built(["a cat"]))

@@ -110,7 +110,9 @@ def open_engine(
     device: str = DEFAULT_DEVICE,
     model: ModelSpec | None = None,
     backend: str | None = None,
+    *,
+    quick_start: bool = False,
 ) -> Engine:
     from searchmm.engine.engine import Engine
 
-    return Engine(index_dir, model=model, device=device, backend=backend)
+    return Engine(index_dir, model=model, device=device, backend=backend, quick_start=quick_start)

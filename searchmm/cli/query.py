@@ -102,7 +102,7 @@ def query(
         }
         found = query_server(resolve_index_dir(index_dir), request)
     if found is None:
-        with open_engine(index_dir, device, backend=backend) as engine:
+        with open_engine(index_dir, device, backend=backend, quick_start=True) as engine:
             hits = engine.search(
                 terms, target=target, k=k, offset=offset, threshold=threshold, filters=filters
             )

@@ -48,8 +48,10 @@ class Engine:
     `model` is needed only for the first ingest (later the recorded model is used); giving a
     different one for an existing store raises `ModelMismatchError`. Nothing is opened or loaded
     until a method needs it; `load_model()` loads the weights explicitly. `backend` (default
-    `$SEARCHMM_BACKEND`, else auto) says what encodes queries: `auto` the store's verified ONNX
-    export when it has one, else torch; `onnx` only the export; `torch` only torch.
+    `$SEARCHMM_BACKEND`, else auto) says what encodes: `auto` the model's verified ONNX export
+    when there is one (for ingest, on the CPU), else torch; `onnx` only the export; `torch`
+    only torch. `quick_start` suits a process that answers a query or two and exits: the ONNX
+    sessions start in a fraction of the time and run a third slower (no weight prepacking).
     """
 
     def __init__(
@@ -61,10 +63,13 @@ class Engine:
         exact_threshold: int = defaults.EXACT_THRESHOLD,
         exact_filter_limit: int = defaults.EXACT_FILTER_LIMIT,
         backend: str | Backend | None = None,
+        quick_start: bool = False,
     ) -> None:
         self.index_dir = resolve_index_dir(index_dir)
         self._directory = IndexDirectory(self.index_dir, exact_threshold=exact_threshold)
-        self._model = ModelBinding(self.index_dir, model, device, Backend.resolve(backend))
+        self._model = ModelBinding(
+            self.index_dir, model, device, Backend.resolve(backend), quick_start=quick_start
+        )
         self._searcher = Searcher(
             self._directory, self._model, exact_filter_limit=exact_filter_limit
         )

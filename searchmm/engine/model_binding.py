@@ -41,11 +41,14 @@ class ModelBinding:
         requested: ModelSpec | None,
         device: str | None,
         backend: Backend = Backend.AUTO,
+        *,
+        quick_start: bool = False,
     ) -> None:
         self.index_dir = index_dir
         self.requested = requested
         self.device = device
         self.backend = backend
+        self.quick_start = quick_start
         self._torch: TorchEncoder | None = None
         self._onnx: Encoder | None = None
         self._query: QueryEncoder | None = None
@@ -123,7 +126,7 @@ class ModelBinding:
             if found is not None:
                 from searchmm.model.onnx_encoder import OnnxEncoder
 
-                self._onnx = OnnxEncoder(spec, *found)
+                self._onnx = OnnxEncoder(spec, *found, quick_start=self.quick_start)
         return self._onnx
 
     def _torch_unless_onnx(self, stored: StoredModel | None) -> TorchEncoder:
@@ -144,13 +147,17 @@ class ModelBinding:
 
     def keep_export(self, stored: StoredModel) -> None:
         """After an ingest: the store's own export, made with the torch model if it was loaded,
-        else linked from the machine's, so the store keeps its torch-free path."""
+        else linked from the machine's, so the store keeps its torch-free path; an export of
+        an older format is brought up to date."""
+        if self.backend is Backend.TORCH:
+            return
+        from searchmm.model.onnx_files import adopt_export, upgrade_export
+
         if self._torch is not None:
             self.export(self._torch)
-        elif self.backend is not Backend.TORCH:
-            from searchmm.model.onnx_files import adopt_export
-
+        else:
             adopt_export(self.index_dir, self.spec(stored))
+        upgrade_export(self.index_dir, self.spec(stored))
 
     def record(self, store: Store) -> None:
         """Record the model in a new store, or where a requested checkpoint now lives.

@@ -9,16 +9,22 @@ its ids are checked against open_clip's on probe strings (`model.onnx_export`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import html
 import itertools
+import marshal
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 VOCAB_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
+# The vocabulary's lookup tables, built once and kept beside it: 20 ms to read instead of 80 ms
+# to build. marshal version 4 reads the same on every Python since 3.4.
+TABLES_FILENAME = "bpe_tables.marshal"
+MARSHAL_VERSION = 4
 START, END = "<start_of_text>", "<end_of_text>"
 # open_clip reads merges 1 .. 49152 - 256 - 2 of the file (line 0 is a version header).
 MERGES = 49152 - 256 - 2
@@ -46,10 +52,14 @@ def byte_symbols() -> tuple[str, ...]:
 
 
 def clean(text: str) -> str:
-    """open_clip's `lower` cleaning: repaired text, unescaped twice, spaces folded, lower case."""
-    import ftfy
+    """open_clip's `lower` cleaning: repaired text, unescaped twice, spaces folded, lower case.
+    ftfy changes nothing in printable ASCII without entities, the usual query: it is imported
+    (35 ms) only for other text."""
+    if not (text.isascii() and text.isprintable() and "&" not in text):
+        import ftfy
 
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+        text = ftfy.fix_text(text)
+    text = html.unescape(html.unescape(text)).strip()
     return " ".join(text.split()).lower()
 
 
@@ -57,20 +67,19 @@ class ClipTokenizer:
     """Texts -> (n, context_length) int64 token ids, zero-padded."""
 
     def __init__(self, vocab_path: str | Path, context_length: int = 77) -> None:
+        """The tables come from `TABLES_FILENAME` beside the vocabulary if it is there and
+        sound, else from the vocabulary itself."""
         import regex
 
-        with gzip.open(vocab_path, "rt", encoding="utf-8") as f:
-            lines = f.read().split("\n")[1 : MERGES + 1]
-        merges = [tuple(line.split()) for line in lines]
-        symbols = list(byte_table().values())
-        vocab = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges)]
-        vocab += [START, END]
-        self.ids = {token: i for i, token in enumerate(vocab)}
-        self.ranks = {(m[0], m[1]): rank for rank, m in enumerate(merges)}
+        tables = _read_tables(Path(vocab_path).with_name(TABLES_FILENAME))
+        self.ids, self.ranks = tables or _build_tables(Path(vocab_path))
         self.start, self.end = self.ids[START], self.ids[END]
         self.context_length = context_length
         self.pattern = regex.compile(f"{START}|{END}|{WORD_PATTERN}", regex.IGNORECASE)
         self._words: dict[str, tuple[str, ...]] = {START: (START,), END: (END,)}
+
+    def save_tables(self, path: Path) -> None:
+        path.write_bytes(marshal.dumps((self.ids, self.ranks), MARSHAL_VERSION))
 
     def word_pieces(self, word: str) -> tuple[str, ...]:
         """A word's symbols, merged pair by pair, lowest rank first, until no pair merges."""
@@ -118,3 +127,26 @@ class ClipTokenizer:
                 ids = [*ids[: self.context_length - 1], self.end]
             out[row, : len(ids)] = ids
         return out
+
+
+Tables = tuple[dict[str, int], dict[tuple[str, str], int]]
+
+
+def _build_tables(vocab_path: Path) -> Tables:
+    """Token ids and merge ranks, as open_clip builds them from its vocabulary file."""
+    with gzip.open(vocab_path, "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")[1 : MERGES + 1]
+    merges = [tuple(line.split()) for line in lines]
+    symbols = list(byte_table().values())
+    vocab = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges)]
+    vocab += [START, END]
+    ids = {token: i for i, token in enumerate(vocab)}
+    return ids, {(m[0], m[1]): rank for rank, m in enumerate(merges)}
+
+
+def _read_tables(path: Path) -> Tables | None:
+    with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
+        ids, ranks = marshal.loads(path.read_bytes())
+        if isinstance(ids, dict) and isinstance(ranks, dict) and START in ids and END in ids:
+            return ids, ranks
+    return None

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from searchmm.model.clip_tokenizer import VOCAB_FILENAME
+from searchmm.model.clip_tokenizer import TABLES_FILENAME, VOCAB_FILENAME, ClipTokenizer
 from searchmm.model.encoder import CHARS_PER_TOKEN_BOUND, TorchEncoder
 from searchmm.model.onnx_encoder import OnnxEncoder, normalised
 from searchmm.model.onnx_files import (
@@ -33,6 +33,7 @@ from searchmm.model.onnx_files import (
     OnnxManifest,
     adopt_export,
     export_dir,
+    externalise_weights,
     find_export,
     locate_export,
     rejected_path,
@@ -160,11 +161,13 @@ def pixel_recipe(preprocess: Any) -> PixelRecipe:
 
 
 def _copy_vocab(encoder: TorchEncoder, folder: Path) -> str:
+    """The vocabulary, and its tables (what the export's check then tokenizes with)."""
     if type(encoder.tokenizer).__name__ != "SimpleTokenizer":
         raise ExportRejected(f"its tokenizer ({type(encoder.tokenizer).__name__}) needs torch")
     from open_clip.tokenizer import default_bpe
 
     shutil.copyfile(default_bpe(), folder / VOCAB_FILENAME)
+    ClipTokenizer(folder / VOCAB_FILENAME).save_tables(folder / TABLES_FILENAME)
     return VOCAB_FILENAME
 
 
@@ -206,6 +209,10 @@ def _export_towers(encoder: TorchEncoder, folder: Path, size: int) -> None:
                     opset_version=OPSET,
                     dynamo=False,
                 )
+            embedded = folder / f"{name}.embedded"
+            (folder / name).rename(embedded)
+            externalise_weights(embedded, folder / name)
+            embedded.unlink()
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         encoder.model.to(encoder.device)
