@@ -41,12 +41,35 @@ RCLIP_LEGAL_FILES = ("LICENSE", "OPENAI-CLIP-MIT.txt", "README.md", "THIRD_PARTY
 TEXT_QUERY = "a cat on a couch"
 
 
-def rclip_datadir(root: Path, export: Path) -> Path:
-    """A fresh rclip data folder (no database) holding searchmm's export as rclip's model."""
+EMBED_WEIGHTS = """
+import shutil, sys, tempfile
+from pathlib import Path
+import onnx
+graph, out = Path(sys.argv[1]), sys.argv[2]
+with tempfile.TemporaryDirectory() as tmp:  # copies: onnx refuses hard-linked weights files
+    for path in (graph, graph.with_name(graph.name + ".data")):
+        shutil.copyfile(path, Path(tmp) / path.name)
+    onnx.save_model(onnx.load(str(Path(tmp) / graph.name)), out)
+"""
+
+
+def embedded_weights(graph: Path, out: Path) -> None:
+    """The graph with its weights inside, as rclip's own model files are. Made in a child
+    process: a child forked from a parent holding the model would count its pages as RSS."""
+    subprocess.run([sys.executable, "-c", EMBED_WEIGHTS, str(graph), str(out)], check=True)
+
+
+def rclip_datadir(root: Path, export: Path, shipped: Path) -> Path:
+    """A fresh rclip data folder (no database) holding searchmm's export as rclip's model, in
+    the form rclip ships its models (weights inside the graph; searchmm keeps them beside it)."""
     root.mkdir(parents=True)
     (root / RCLIP_MODEL_DIR).mkdir()
-    os.symlink(export / "text.onnx", root / RCLIP_MODEL_DIR / "textual.onnx")
-    os.symlink(export / "image.onnx", root / RCLIP_MODEL_DIR / "visual.onnx")
+    for ours, theirs in (("text", "textual"), ("image", "visual")):
+        target = root / RCLIP_MODEL_DIR / f"{theirs}.onnx"
+        if not (shipped / target.name).exists():
+            shipped.mkdir(exist_ok=True)
+            embedded_weights(export / f"{ours}.onnx", shipped / target.name)
+        os.symlink(shipped / target.name, target)
     (root / "tokenizer").mkdir()
     os.symlink(
         export / "bpe_simple_vocab_16e6.txt.gz", root / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz"
@@ -106,7 +129,7 @@ def main() -> None:
         note("searchmm: index + text query", wall_i + wall_q, max(rss_i, rss_q))
         ours = searchmm_paths(out)
         export = next(index_dir.glob("onnx-*/manifest.json")).parent
-        datadir = rclip_datadir(scratch / f"rclip-{round_number}", export)
+        datadir = rclip_datadir(scratch / f"rclip-{round_number}", export, scratch / "shipped")
         wall, rss, theirs = rclip_run(args.rclip, datadir, folder, TEXT_QUERY)
         note("rclip: index + text query", wall, rss)
         if [Path(p).name for p in ours] != [Path(p).name for p in theirs]:
