@@ -26,9 +26,8 @@ import numpy as np
 from PIL import Image
 
 from searchmm import ModelSpec
-from searchmm.ingest.images import REDUCED_DECODE_FLOOR
 from searchmm.model.loading import load_encoder
-from searchmm.sources.images import load_image
+from searchmm.sources.images import REDUCED_DECODE_FLOOR, draft_for, load_image
 
 TILE = (640, 480)
 
@@ -75,7 +74,7 @@ def main() -> None:
     encoder = load_encoder(ModelSpec("ViT-B-32", "none"), "cpu")
     recipe = encoder.transform.transforms[-1]  # open_clip's Normalize step
     mean, std = np.asarray(recipe.mean), np.asarray(recipe.std)
-    floor = REDUCED_DECODE_FLOOR * encoder.image_size
+    floor = draft_for(encoder.image_size)
     rows, results = [], {}
     with tempfile.TemporaryDirectory(prefix="searchmm-decode-") as scratch:
         for tiles in args.tiles:

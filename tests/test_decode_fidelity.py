@@ -15,9 +15,8 @@ from helpers.files import COCO_SAMPLE
 from searchmm import Engine, ModelSpec
 from searchmm.evaluation.datasets import load_coco
 from searchmm.evaluation.runner import EXACT_DECODE_MARK, evaluate
-from searchmm.ingest.images import REDUCED_DECODE_FLOOR
 from searchmm.model.loading import load_encoder
-from searchmm.sources.images import load_image
+from searchmm.sources.images import draft_for, load_image
 from searchmm.sources.loader import ImageDecoder
 
 CAPTIONS = COCO_SAMPLE / "captions_val2017_sample.json"
@@ -40,7 +39,7 @@ def test_the_bench_decode_gives_the_reference_tensors_on_every_coco_photo() -> N
     decoder = ImageDecoder(  # as the ingest of a bench sets it up
         [str(p) for p in paths],
         encoder.preprocess,
-        draft_size=REDUCED_DECODE_FLOOR * encoder.image_size,
+        draft_size=draft_for(encoder.image_size),
         exact=True,
     )
     worst = 0.0
@@ -99,7 +98,7 @@ def _photo(tmp_path: Path, size: tuple[int, int], suffix: str = ".jpg") -> str:
 def test_ingest_decodes_reduced_only_what_keeps_twice_the_input(
     tmp_path: Path, size: tuple[int, int], decoded: tuple[int, int]
 ) -> None:
-    floor = REDUCED_DECODE_FLOOR * 224
+    floor = draft_for(224)
     image, original = load_image(_photo(tmp_path, size), draft_size=floor)
     assert original == size and image.size == decoded and min(image.size) >= floor
     exact, _ = load_image(_photo(tmp_path, size), draft_size=floor, exact=True)

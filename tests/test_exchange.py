@@ -16,7 +16,9 @@ from helpers.files import COCO_SAMPLE
 from searchmm import Engine, ModelSpec, SearchmmError
 
 
-def read_kind(root: Path, emb: str, meta: str) -> tuple[np.ndarray, list[dict[str, Any]], list[int]]:
+def read_kind(
+    root: Path, emb: str, meta: str
+) -> tuple[np.ndarray, list[dict[str, Any]], list[int]]:
     """Every shard of a kind in shard order: vectors, metadata rows, rows per shard."""
     shards = sorted((root / emb).glob("*.npy"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
     arrays, rows = [], []
@@ -93,8 +95,10 @@ def test_an_export_never_writes_into_a_folder_with_files(store: Path, tmp_path: 
     with Engine(tmp_path / "nothing") as engine, pytest.raises(SearchmmError, match="no index"):
         engine.export_embeddings(tmp_path / "elsewhere")
     assert not (tmp_path / "elsewhere").exists()
-    bad = invoke("export", tmp_path / "other", "--index-dir", store, "--shard-size", "0", check=False)
-    assert bad.code == 1 and "--shard-size" in bad.stderr
+    bad = invoke(
+        "export", tmp_path / "other", "--index-dir", store, "--shard-size", "0", check=False
+    )
+    assert bad.returncode == 1 and "--shard-size" in bad.stderr
     assert not (tmp_path / "other").exists()
 
 

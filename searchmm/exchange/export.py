@@ -72,7 +72,7 @@ def export_embeddings(
     pa = _pyarrow()
     model = store.get_model()
     if model is None:
-        raise SearchmmError(f"{store.index_dir} has no vectors yet", hint=Hint.INGEST_FIRST)
+        raise SearchmmError(f"{store.path.parent} has no vectors yet", hint=Hint.INGEST_FIRST)
     started = time.perf_counter()
     summary = ExportSummary(str(root), dtype)
     try:
@@ -113,7 +113,7 @@ class _Shards:
         self.dim, self.shard_size, self.dtype, self.files = dim, shard_size, dtype, files
         self.left = 0
         self.shard = -1
-        self.array: np.ndarray | None = None
+        self.array: np.memmap[Any, Any] | None = None
         self.row = 0
         self.parquet: Any = None
         self.temps: tuple[Path, Path] = (root, root)

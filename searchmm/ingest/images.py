@@ -16,9 +16,6 @@ from searchmm.store.records import EncodedImage, FailedImage
 from searchmm.vocabulary import Kind
 
 _COPY_BATCH = 500
-# A photo is decoded reduced only if the result keeps twice the model's input on its short
-# side: a 12 MP phone photo, never a 640 px one (bench/decode_fidelity.py measures the cost).
-REDUCED_DECODE_FLOOR = 2
 
 
 class ImageExecutor:
@@ -58,6 +55,7 @@ class ImageExecutor:
         if not pending or self.run.stopping():
             return
         from searchmm.index.faisslib import preload_in_background
+        from searchmm.sources.images import draft_for
         from searchmm.sources.loader import image_batches
 
         preload_in_background()  # ready for the index update when encoding ends
@@ -67,7 +65,7 @@ class ImageExecutor:
             encoder.preprocess,
             batch_size=self.run.options.batch_size,
             workers=self.run.options.workers,
-            draft_size=REDUCED_DECODE_FLOOR * encoder.image_size,
+            draft_size=draft_for(encoder.image_size),
             expected=[(p.entry.size, p.entry.mtime_ns) for p in pending],
             exact=self.run.options.exact_decode,
         )

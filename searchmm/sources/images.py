@@ -26,6 +26,16 @@ _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
+# A photo is decoded reduced only if the result keeps twice the model's input on its short
+# side: a 12 MP phone photo, never a 640 px one (bench/decode_fidelity.py measures the cost).
+REDUCED_DECODE_FLOOR = 2
+
+
+def draft_for(input_size: int) -> int:
+    """The `draft_size` that ingest and image queries decode with, for a model's input size."""
+    return REDUCED_DECODE_FLOOR * input_size
+
+
 class ImageDecodeError(Exception):
     """A single image could not be decoded; the message is a human reason."""
 

@@ -25,10 +25,12 @@ def embedded_items(
     """(how many, chunks of (items, their float32 vectors)), all read in one transaction, so
     the count and the rows agree even while an ingest writes."""
     with store.session() as s, s.begin():
-        embedded = select(ItemRow, EmbeddingRow.vector).join(
-            EmbeddingRow, EmbeddingRow.item_id == ItemRow.id
+        count = s.scalar(
+            select(func.count())
+            .select_from(EmbeddingRow)
+            .join(ItemRow, ItemRow.id == EmbeddingRow.item_id)
+            .where(ItemRow.kind == kind)
         )
-        count = s.scalar(select(func.count()).select_from(embedded.where(ItemRow.kind == kind)))
         yield int(count or 0), _chunks(s, kind, dim, chunk)
 
 
