@@ -100,8 +100,8 @@ class Engine:
         onnxruntime on the store's verified export, or open_clip on torch (see `backend`)."""
         return self._model.load_query(self._stored_model())
 
-    def _load_ingest(self) -> Encoder:
-        return self._model.load_ingest(self._stored_model())
+    def _load_ingest(self, images: int = 0) -> Encoder:
+        return self._model.load_ingest(self._stored_model(), images)
 
     def _stored_model(self) -> StoredModel | None:
         return self._directory.store().get_model() if self._directory.exists() else None

@@ -59,7 +59,7 @@ class ImageExecutor:
         from searchmm.sources.loader import image_batches
 
         preload_in_background()  # ready for the index update when encoding ends
-        encoder = self.run.load_encoder()
+        encoder = self.run.load_encoder(len(pending))
         batches = image_batches(
             [p.entry.path for p in pending],
             encoder.preprocess,

@@ -19,7 +19,7 @@ class IngestRun:
     def __init__(
         self,
         store: Store,
-        encoder: Callable[[], Encoder],
+        encoder: Callable[[int], Encoder],
         options: IngestOptions,
         stop: threading.Event | None = None,
     ) -> None:
@@ -29,9 +29,12 @@ class IngestRun:
         self.summary = IngestSummary()
         self._stop = stop
 
-    def load_encoder(self) -> Encoder:
-        """The model, loaded on the first call (seconds): only once something must be encoded."""
-        return self._encoder_factory()
+    def load_encoder(self, images: int = 0) -> Encoder:
+        """The model, loaded on the first call (seconds): only once something must be encoded.
+        `images` (how many are to be encoded) lets the engine choose the faster runtime."""
+        encoder = self._encoder_factory(images)
+        self.summary.encoded_with = encoder.runtime
+        return encoder
 
     def stopping(self) -> bool:
         """Whether to stop before the next batch (checked only where everything is committed)."""

@@ -30,6 +30,7 @@ class IngestSummary:
     failed: list[Failure] = field(default_factory=list)
     elapsed_s: float = 0.0
     interrupted: bool = False
+    encoded_with: str | None = None  # the runtime that encoded: "onnxruntime" or "torch"
 
     @property
     def items_per_s(self) -> float:

@@ -31,6 +31,7 @@ class QueryEncoder(Protocol):
     dim: int
     image_size: int
     device: str
+    runtime: str  # what computes the vectors: "torch" or "onnxruntime"
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -57,6 +58,8 @@ class Encoder(QueryEncoder, Protocol):
 
 class TorchEncoder:
     """An open_clip model on torch with its preprocess and tokenizer, in inference mode."""
+
+    runtime = "torch"
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ class OnnxEncoder:
     """An `Encoder` over one export folder."""
 
     device = "cpu"
+    runtime = "onnxruntime"
 
     def __init__(
         self, spec: ModelSpec, folder: Path, manifest: OnnxManifest, *, quick_start: bool = False
