@@ -24,6 +24,8 @@ EXACT_THRESHOLD = 100_000
 # than an index search with a selector, and always exact.
 EXACT_FILTER_LIMIT = 20_000
 
+EXPORT_SHARD_SIZE = 1_000_000  # rows per .npy/.parquet shard of `searchmm export`
+
 DUPES_THRESHOLD = 0.95  # cosine similarity at which two images count as near-duplicates
 
 THUMBNAIL_SIZE = 256  # longer side of the web page's thumbnails, pixels

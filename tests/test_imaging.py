@@ -123,7 +123,8 @@ def test_huge_non_jpeg_reduced(tmp_path: Path) -> None:
     img, size = load_image(path, draft_size=100)
     assert size == (1200, 1000)
     assert img.size == (120, 100) and img.getpixel((5, 5)) == (0, 128, 255)
-    assert load_image(path, draft_size=300)[0].size == (1200, 1000)  # not > 4x: untouched
+    assert load_image(path, draft_size=300)[0].size == (400, 334)  # short side kept >= 300
+    assert load_image(path, draft_size=501)[0].size == (1200, 1000)  # not 2x: untouched
 
 
 def test_transparency_goes_white(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import sys
 import typer
 
 from .bench import bench_app
+from .exchange import export
 from .ingest import ingest
 from .manage import dupes, reindex, remove, stats
 from .options import Group
@@ -29,7 +30,7 @@ app = typer.Typer(
     cls=Group,
 )
 
-for command in (ingest, query, dupes, stats, remove, reindex, serve):
+for command in (ingest, query, dupes, stats, remove, reindex, export, serve):
     app.command()(command)
 app.add_typer(bench_app, name="bench", help="Retrieval benchmarks: COCO and Flickr Recall@K, MRR")
 

@@ -27,7 +27,8 @@ BackendName = Annotated[
     str | None,
     typer.Option(
         "--backend",
-        help="What encodes queries: onnx (the store's export), torch, or auto",
+        help="What encodes: onnx (the model's verified export), torch, or auto (onnx on the "
+        "CPU where the model has an export, else torch)",
         show_default="$SEARCHMM_BACKEND, else auto",
     ),
 ]

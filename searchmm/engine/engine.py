@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Unpack
+from typing import TYPE_CHECKING, Unpack
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from searchmm.settings import resolve_index_dir
 from searchmm.sources.scan import check_root
 from searchmm.store.records import Item, StoredModel
 from searchmm.vocabulary import KINDS, Kind, Target
+
+if TYPE_CHECKING:
+    from searchmm.exchange.export import ExportSummary
 
 
 class Engine:
@@ -117,11 +120,14 @@ class Engine:
         progress: bool = False,
         wait: float = 0.0,
         stop: threading.Event | None = None,
+        exact_decode: bool = False,
     ) -> IngestSummary:
         """Add new and changed files under `paths`, drop the ones that are gone, update indexes.
 
         Setting `stop` (from another thread, or a signal handler) ends the ingest after the
         batch in flight, which is committed; the summary then says `interrupted`.
+        `exact_decode` decodes images as the reference pipelines do (see `load_image`), for
+        benchmarks; it applies to the images encoded now, not to those already stored.
         """
         if batch_size < 1 or workers < 0:
             raise SearchmmError("need batch_size >= 1 and workers >= 0", hint=Hint.BATCH_OPTIONS)
@@ -132,6 +138,7 @@ class Engine:
             texts_in_folders=texts_in_folders,
             text_field=text_field,
             progress=progress,
+            exact_decode=exact_decode,
         )
         for path in paths:
             check_root(path)  # a typo in a path fails before any model or store is touched
@@ -215,3 +222,16 @@ class Engine:
 
     def stats(self) -> Stats:
         return collect_stats(self._directory)
+
+    def export_embeddings(
+        self,
+        out: str | os.PathLike[str],
+        *,
+        shard_size: int = defaults.EXPORT_SHARD_SIZE,
+        dtype: str = "float16",
+    ) -> ExportSummary:
+        """The stored vectors and their metadata under `out` in clip-retrieval's layout."""
+        from searchmm.exchange.export import export_embeddings
+
+        store = self._directory.store()
+        return export_embeddings(store, out, shard_size=shard_size, dtype=dtype)

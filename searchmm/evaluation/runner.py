@@ -5,7 +5,9 @@
             -> optionally reindex with an ANN spec, search both ways, Recall@K beside exact
 
 The vectors stay in the engine's index directory, so a second run with the same model and data
-encodes nothing (unchanged files are recognised by size, mtime and content).
+encodes nothing (unchanged files are recognised by size, mtime and content). Images are decoded
+exactly as CLIP_benchmark decodes them (`Image.open(path).convert("RGB")`, in full), so the model
+sees the reference pixels; images a bench stored before it decoded so are encoded again.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ COUNT_KEYS = ("image_retrieval_queries", "text_retrieval_queries", "text_retriev
 # An index searched for k + (items outside the dataset) hits, so that k of ours remain; beyond
 # this many foreign items the bench needs an index directory of its own.
 MAX_FOREIGN_ITEMS = 1000
+# Written once a bench's images were decoded exactly; a store without it may hold vectors of
+# images decoded reduced (searchmm before this file existed), which are encoded again.
+EXACT_DECODE_MARK = "bench-exact-decode"
 
 
 def default_bench_dir(
@@ -175,12 +180,18 @@ def _ingest(
         engine.index_dir,
     )
     captions_file = captions_path(engine.index_dir, dataset)
+    mark = engine.index_dir / EXACT_DECODE_MARK
+    if (engine.index_dir / DB_FILENAME).exists() and not mark.exists():
+        removed = engine.remove(paths)
+        if removed:
+            log.info("%d images stored before exact decoding will be encoded again", removed)
     timings: dict[str, Any] = {"model_load_s": None}
     if _needs_encoding(engine, paths, captions_file, captions_document(dataset)):
         started = time.perf_counter()
         engine.load_model()  # loaded here, so that the encoding rates leave it out
         timings["model_load_s"] = round(time.perf_counter() - started, 3)
-    images = engine.ingest(paths, **options)
+    images = engine.ingest(paths, **options, exact_decode=True)
+    write_if_changed(mark, b"images decoded as Image.open(path).convert('RGB')\n")
     failed = {os.path.abspath(f.path): f.reason for f in images.failed}
     failed_rows = [row for row, path in enumerate(paths) if path in failed]
     if failed_rows:

@@ -55,6 +55,7 @@ class ImageExecutor:
         if not pending or self.run.stopping():
             return
         from searchmm.index.faisslib import preload_in_background
+        from searchmm.sources.images import draft_for
         from searchmm.sources.loader import image_batches
 
         preload_in_background()  # ready for the index update when encoding ends
@@ -64,8 +65,9 @@ class ImageExecutor:
             encoder.preprocess,
             batch_size=self.run.options.batch_size,
             workers=self.run.options.workers,
-            draft_size=encoder.image_size,
+            draft_size=draft_for(encoder.image_size),
             expected=[(p.entry.size, p.entry.mtime_ns) for p in pending],
+            exact=self.run.options.exact_decode,
         )
         with closing(batches), self.run.bar(len(pending), "encoding images", " img") as bar:
             for batch in batches:

@@ -53,3 +53,4 @@ class IngestOptions:
     texts_in_folders: bool = False
     text_field: str = "text"
     progress: bool = True
+    exact_decode: bool = False  # decode as the reference pipelines do (benchmarks)

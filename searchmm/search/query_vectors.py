@@ -8,7 +8,7 @@ import numpy as np
 
 from searchmm.errors import SearchmmError
 from searchmm.model.encoder import QueryEncoder
-from searchmm.sources.images import ImageDecodeError, load_image
+from searchmm.sources.images import ImageDecodeError, draft_for, load_image
 
 
 def text_vector(encoder: QueryEncoder, text: str) -> np.ndarray:
@@ -20,7 +20,7 @@ def text_vector(encoder: QueryEncoder, text: str) -> np.ndarray:
 def image_vector(encoder: QueryEncoder, path: str | os.PathLike[str]) -> np.ndarray:
     """Decode a query image exactly as ingest does (same orientation, draft and preprocess)."""
     try:
-        image, _ = load_image(os.fspath(path), draft_size=encoder.image_size)
+        image, _ = load_image(os.fspath(path), draft_size=draft_for(encoder.image_size))
     except ImageDecodeError as exc:
         raise SearchmmError(f"cannot read query image {path}: {exc}") from exc
     return np.asarray(encoder.encode_pil([image])[0], dtype=np.float32)

@@ -26,6 +26,16 @@ _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
+# A photo is decoded reduced only if the result keeps twice the model's input on its short
+# side: a 12 MP phone photo, never a 640 px one (bench/decode_fidelity.py measures the cost).
+REDUCED_DECODE_FLOOR = 2
+
+
+def draft_for(input_size: int) -> int:
+    """The `draft_size` that ingest and image queries decode with, for a model's input size."""
+    return REDUCED_DECODE_FLOOR * input_size
+
+
 class ImageDecodeError(Exception):
     """A single image could not be decoded; the message is a human reason."""
 
@@ -49,16 +59,13 @@ def _orientation(img: Image.Image) -> int:
 
 
 def _reduce_for(img: Image.Image, draft_size: int | None) -> Image.Image:
-    """Shrink huge images by an integer factor (short side stays >= draft_size) to bound memory.
-
-    JPEGs were already shrunk by `draft` while decoding, but only up to 8x, so may still qualify.
-    """
+    """Shrink huge images by an integer factor that keeps the short side >= draft_size, to bound
+    memory and resize time (JPEGs were already shrunk by `draft` while decoding, but only up to
+    8x, so may still qualify)."""
     if not draft_size or img.mode not in _REDUCIBLE_MODES:
         return img
-    w, h = img.size
-    if w <= 4 * draft_size or h <= 4 * draft_size:
-        return img
-    return img.reduce(min(w, h) // draft_size)
+    factor = min(img.size) // draft_size
+    return img.reduce(factor) if factor >= 2 else img
 
 
 def _on_white(img: Image.Image) -> Image.Image:
@@ -92,7 +99,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _open_and_decode(path: str, draft_size: int | None) -> tuple[Image.Image, tuple[int, int]]:
+def _open_and_decode(
+    path: str, draft_size: int | None, exact: bool
+) -> tuple[Image.Image, tuple[int, int]]:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         # PIL's UserWarnings (corrupt EXIF, palette transparency) are noise in a bulk ingest.
@@ -103,14 +112,16 @@ def _open_and_decode(path: str, draft_size: int | None) -> tuple[Image.Image, tu
             # Belt and braces: the warnings filter is process-global and not thread-safe.
             if limit is not None and size[0] * size[1] > limit:
                 raise ImageDecodeError(_too_large(limit, size))
-            if draft_size and img.format == "JPEG":
-                img.draft("RGB", (draft_size, draft_size))
+            if draft_size and not exact and img.format == "JPEG":
+                img.draft("RGB", (draft_size, draft_size))  # short side stays >= draft_size
             img.load()  # inside the caller's try: a truncated file fails here
             orientation = _orientation(img)
+            turned = orientation in _SWAPPING_ORIENTATIONS
+            if exact:  # what the reference pipelines see: the stored pixels, made RGB
+                return img.convert("RGB"), (size[1], size[0]) if turned else size
             out: Image.Image = _reduce_for(img, draft_size)
             try:
                 out = ImageOps.exif_transpose(out)
-                turned = orientation in _SWAPPING_ORIENTATIONS
             except Exception:
                 turned = False  # corrupt EXIF: the pixels are still good, keep them unrotated
             out = to_rgb(out)
@@ -121,8 +132,17 @@ def _open_and_decode(path: str, draft_size: int | None) -> tuple[Image.Image, tu
     return out, size
 
 
-def load_image(path: str, *, draft_size: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
-    """Decode `path` to RGB; return it with the original (displayed) size, or raise a reason."""
+def load_image(
+    path: str, *, draft_size: int | None = None, exact: bool = False
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode `path` to RGB; return it with the original (displayed) size, or raise a reason.
+
+    By default the image is turned upright by its EXIF orientation and transparency composited
+    on white; with `draft_size` it may be decoded reduced (JPEG draft, integer reduce) as long
+    as its short side stays >= `draft_size`. `exact` decodes as CLIP_benchmark and
+    open_clip's evaluation do, `Image.open(path).convert("RGB")`: in full, unturned, alpha
+    dropped, so that a benchmark feeds the model the reference pixels.
+    """
     try:
         st = os.stat(path)
     except OSError as err:
@@ -132,7 +152,7 @@ def load_image(path: str, *, draft_size: int | None = None) -> tuple[Image.Image
     if st.st_size == 0:
         raise ImageDecodeError("file is empty (0 bytes)")
     try:
-        return _open_and_decode(path, draft_size)
+        return _open_and_decode(path, draft_size, exact)
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:

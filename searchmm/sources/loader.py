@@ -66,11 +66,13 @@ class ImageDecoder:
         transform: Preprocess,
         draft_size: int | None = None,
         expected: Sequence[tuple[int, int]] | None = None,
+        exact: bool = False,
     ) -> None:
         image_extensions()  # registers optional openers (HEIF) in this process
         self.paths = list(paths)
         self.transform = transform
         self.draft_size = draft_size
+        self.exact = exact
         self.expected = list(expected) if expected is not None else None
 
     def __len__(self) -> int:
@@ -79,7 +81,7 @@ class ImageDecoder:
     def __getitem__(self, i: int) -> Decoded:
         item: Decoded = {"index": i, "pixels": None, "size": None, "error": None}
         try:
-            img, size = load_image(self.paths[i], draft_size=self.draft_size)
+            img, size = load_image(self.paths[i], draft_size=self.draft_size, exact=self.exact)
             pixels = self.transform(img)
             if self.expected is not None and file_state(self.paths[i]) != self.expected[i]:
                 raise ImageDecodeError(FILE_CHANGED)
@@ -157,10 +159,12 @@ def image_batches(
     workers: int,
     draft_size: int | None = None,
     expected: Sequence[tuple[int, int]] | None = None,
+    exact: bool = False,
 ) -> Generator[DecodedBatch, None, None]:
-    """`DecodedBatch`es in path order, decoded by `workers` processes (0: in this process).
-    Closing the iterator early (a stop, Ctrl-C) cancels what was not started."""
-    decoder = ImageDecoder(paths, transform, draft_size, expected)
+    """`DecodedBatch`es in path order, decoded by `workers` processes (0: in this process), as
+    `load_image` decodes. Closing the iterator early (a stop, Ctrl-C) cancels what was not
+    started."""
+    decoder = ImageDecoder(paths, transform, draft_size, expected, exact)
     batches = ramp_up_batches(len(paths), batch_size)
     if workers == 0:
         yield from (decoder.batch(indices) for indices in batches)
