@@ -3,6 +3,7 @@ near-duplicates and the items behind hits."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -15,12 +16,15 @@ from searchmm.index.faisslib import preload_in_background
 from searchmm.model.encoder import QueryEncoder
 from searchmm.search.dupes import duplicate_groups
 from searchmm.search.hits import Hit
+from searchmm.search.language import MULTILINGUAL_HINT, mostly_non_latin
 from searchmm.search.options import SearchOptions
 from searchmm.search.query_vectors import image_vector, text_vector
 from searchmm.search.ranking import rank
 from searchmm.search.terms import Scheme, Term, combine
 from searchmm.store.records import Item
 from searchmm.vocabulary import Kind, Target
+
+log = logging.getLogger("searchmm")
 
 
 class Searcher:
@@ -36,6 +40,7 @@ class Searcher:
         self.directory = directory
         self.model = model
         self.exact_filter_limit = exact_filter_limit
+        self._hinted = False
 
     def encoder(self) -> QueryEncoder:
         """The query encoder; once loaded, a query reads nothing to get it."""
@@ -70,7 +75,11 @@ class Searcher:
 
     def _term_vector(self, term: Term) -> np.ndarray:
         if term.scheme == Scheme.TEXT:
-            return text_vector(self.encoder(), term.value)
+            encoder = self.encoder()
+            if encoder.english_only and not self._hinted and mostly_non_latin(term.value):
+                self._hinted = True  # once: a server must not repeat it on every query
+                log.warning(MULTILINGUAL_HINT.format(model=encoder.spec.name))
+            return text_vector(encoder, term.value)
         if term.scheme == Scheme.IMAGE:
             return image_vector(self.encoder(), term.value)
         store = self.directory.store()

@@ -32,6 +32,7 @@ class QueryEncoder(Protocol):
     image_size: int
     device: str
     runtime: str  # what computes the vectors: "torch" or "onnxruntime"
+    english_only: bool  # its tokenizer is CLIP's English BPE (other scripts become bytes)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -75,6 +76,7 @@ class TorchEncoder:
         self.tokenizer = tokenizer
         self.device = device
         self.context_length = int(getattr(tokenizer, "context_length", 77) or 77)
+        self.english_only = type(tokenizer).__name__ == "SimpleTokenizer"
         size = getattr(model.visual, "image_size", 224)
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         output_dim = getattr(model.visual, "output_dim", None)

@@ -31,6 +31,7 @@ class OnnxEncoder:
 
     device = "cpu"
     runtime = "onnxruntime"
+    english_only = True  # exports hold CLIP's BPE tokenizer only
 
     def __init__(
         self, spec: ModelSpec, folder: Path, manifest: OnnxManifest, *, quick_start: bool = False

@@ -1,0 +1,115 @@
+"""Models with a Hugging Face tokenizer (the SigLIP family) end to end: ingest, query in English
+and Chinese, export, through open_clip's own HF text path on a small real tokenizer built here,
+with the preprocessing open_clip publishes for SigLIP (squash resize, mean and std 0.5)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers.cli import invoke, invoke_json
+from helpers.hf_models import CORPUS, siglip_model_dir, siglip_preprocess
+from searchmm import Engine, ModelSpec
+from searchmm.model.loading import load_encoder
+from searchmm.model.onnx_files import rejected_path
+
+
+@pytest.fixture(scope="module")
+def siglip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return siglip_model_dir(tmp_path_factory.mktemp("siglip"))
+
+
+@pytest.fixture
+def siglip_store(tmp_path: Path, photo_dir: Path, siglip_dir: Path) -> Path:
+    (photo_dir / "captions.txt").write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
+    index_dir = tmp_path / "idx"
+    summary = invoke_json("ingest", photo_dir, "--texts", "--model", f"local-dir:{siglip_dir}",
+                          "--index-dir", index_dir, "--workers", "0")  # fmt: skip
+    assert summary["failed"] == [] and summary["encoded_texts"] == len(CORPUS)
+    return index_dir
+
+
+def test_the_tokenizer_and_preprocessing_are_open_clips_own(siglip_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    encoder = load_encoder(ModelSpec.from_options(f"local-dir:{siglip_dir}"), "cpu")
+    hf = AutoTokenizer.from_pretrained(siglip_dir)
+    for text in ("a cat on a couch", "一只猫坐在沙发上"):
+        ids = encoder.tokenizer([text])[0].tolist()
+        expected = hf(text).input_ids  # canonicalize leaves these as they are
+        assert ids[: len(expected)] == expected and set(ids[len(expected) :]) <= {0}
+    resize, *_, normalize = encoder.transform.transforms
+    assert tuple(resize.size) == (224, 224)  # squash: both sides, no centre crop
+    published = siglip_preprocess()
+    assert tuple(normalize.mean) == tuple(published["mean"]) == (0.5, 0.5, 0.5)
+
+
+def test_queries_in_english_and_chinese_find_their_texts(
+    siglip_store: Path, photo_dir: Path
+) -> None:
+    for text in ("a cat on a couch", "一只猫坐在沙发上", "太空中漂浮的宇航员"):
+        hits = invoke_json(
+            "query", text, "--target", "texts", "--index-dir", siglip_store, "-k", "3"
+        )
+        assert hits[0]["text"] == text and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    hits = invoke_json("query", "--image", photo_dir / "chelsea.jpg", "--index-dir", siglip_store)
+    assert hits[0]["path"] == str(photo_dir / "chelsea.jpg")
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_model_the_export_cannot_follow_still_serves_every_command(
+    siglip_store: Path, tmp_path: Path
+) -> None:
+    spec = Engine(siglip_store).model_spec()
+    note = json.loads(rejected_path(siglip_store, spec).read_text())
+    assert "squashes images" in note["reason"]  # queries keep using torch, said once
+    out = tmp_path / "vectors"
+    invoke("export", out, "--index-dir", siglip_store, "--dtype", "float32")
+    model = json.loads((out / "model.json").read_text())
+    assert model["model"]["name"] == spec.name and model["counts"]["texts"] == len(CORPUS)
+    with Engine(siglip_store) as engine:
+        _, stored = engine.embeddings("texts")
+    assert np.array_equal(np.load(out / "text_emb" / "text_emb_0.npy"), stored)
+
+
+@pytest.mark.slow
+def test_the_full_size_siglip_architecture_with_a_local_tokenizer(
+    tmp_path: Path, real_photos: Path
+) -> None:
+    """ViT-B-16-SigLIP as open_clip defines it (timm vision tower with attention pooling),
+    random init, with the local tokenizer in place of the one on the hub."""
+    import open_clip
+
+    config = open_clip.get_model_config("ViT-B-16-SigLIP")
+    folder = siglip_model_dir(tmp_path, config)
+    index_dir = tmp_path / "idx"
+    with Engine(index_dir, model=ModelSpec.from_options(f"local-dir:{folder}")) as engine:
+        engine.ingest([real_photos])
+        query = sorted(real_photos.iterdir())[0]
+        hits = engine.search_image(query, k=1)
+        assert hits[0].path == str(query) and hits[0].score == pytest.approx(1.0, abs=1e-4)
+        assert engine.search_text("一只猫", k=1)
+        assert engine.stats().model is not None and engine.stats().model.dim == 768
+
+
+def test_only_an_english_model_hints_at_a_multilingual_one(
+    siglip_store: Path, photo_dir: Path, tiny_config: Path, tmp_path: Path
+) -> None:
+    from helpers.cli import run_cli
+    from searchmm.search.language import mostly_non_latin
+
+    assert mostly_non_latin("一只猫坐在沙发上") and mostly_non_latin("кошка на диване")
+    assert not mostly_non_latin("a cat on a couch") and not mostly_non_latin("café 猫")
+    assert not mostly_non_latin("2024 ...")
+    clip_store = tmp_path / "clip"
+    run_cli("ingest", photo_dir, "--index-dir", clip_store, "--model-config", tiny_config)
+    chinese = run_cli("query", "一只猫坐在沙发上", "--index-dir", clip_store)
+    assert chinese.stderr.count("trained on English captions") == 1
+    assert "xlm-roberta-base-ViT-B-32" in chinese.stderr
+    english = run_cli("query", "a cat on a couch", "--index-dir", clip_store)
+    assert "English" not in english.stderr
+    multilingual = run_cli("query", "一只猫坐在沙发上", "--index-dir", siglip_store)
+    assert "English" not in multilingual.stderr
