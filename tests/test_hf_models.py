@@ -14,7 +14,7 @@ from helpers.cli import invoke, invoke_json
 from helpers.hf_models import CORPUS, siglip_model_dir, siglip_preprocess
 from searchmm import Engine, ModelSpec
 from searchmm.model.loading import load_encoder
-from searchmm.model.onnx_files import rejected_path
+from searchmm.model.onnx_files import find_export, rejected_path
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +60,48 @@ def test_queries_in_english_and_chinese_find_their_texts(
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
 
 
-def test_a_model_the_export_cannot_follow_still_serves_every_command(
-    siglip_store: Path, tmp_path: Path
+PROBE = """
+import json, sys
+from searchmm import Engine
+with Engine(sys.argv[1], quick_start=True) as engine:
+    texts = [[h.item.id for h in engine.search_text(t, target="texts", k=5)] for t in sys.argv[3:]]
+    image = [h.item.id for h in engine.search_image(sys.argv[2], k=5)]
+heavy = sorted(m for m in ("torch", "torchvision", "open_clip", "transformers") if m in sys.modules)
+print(json.dumps({"texts": texts, "image": image, "heavy": heavy}))
+"""
+
+
+def test_siglip_queries_need_neither_torch_nor_transformers(
+    siglip_store: Path, photo_dir: Path, tmp_path: Path
 ) -> None:
+    """The export holds SigLIP's squash preprocessing and its tokenizer as a plain
+    tokenizer.json: a query process imports neither torch nor transformers, and answers as
+    torch does."""
+    import subprocess
+    import sys
+
     spec = Engine(siglip_store).model_spec()
-    note = json.loads(rejected_path(siglip_store, spec).read_text())
-    assert "squashes images" in note["reason"]  # queries keep using torch, said once
+    found = find_export(siglip_store, spec)
+    assert found is not None, rejected_path(siglip_store, spec).read_text()
+    manifest = found[1]
+    assert (manifest.tokenizer, manifest.clean, manifest.pixels.squash) == (
+        "hf-tokenizers",
+        "canonicalize",
+        True,
+    )
+    texts = ["a cat on a couch", "一只猫坐在沙发上", "The Rocket, on its PAD!", "咖啡" * 40]
+    image = photo_dir / "chelsea.jpg"
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(siglip_store), str(image), *texts],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    assert report["heavy"] == []
+    with Engine(siglip_store, backend="torch") as reference:
+        assert report["texts"] == [
+            [h.item.id for h in reference.search_text(t, target="texts", k=5)] for t in texts
+        ]
+        assert report["image"] == [h.item.id for h in reference.search_image(image, k=5)]
     out = tmp_path / "vectors"
     invoke("export", out, "--index-dir", siglip_store, "--dtype", "float32")
     model = json.loads((out / "model.json").read_text())

@@ -163,16 +163,16 @@ def test_an_export_that_disagrees_with_its_model_is_rejected(tmp_path: Path) -> 
     assert find_export(tmp_path, seed0.spec) is None  # another identity's export is never read
 
 
-def _squashing_model(root: Path) -> ModelSpec:
-    """A local-dir model whose transform squashes images to the input size (no crop)."""
+def _letterboxing_model(root: Path) -> ModelSpec:
+    """A local-dir model whose transform fits the long side and pads (resize_mode longest)."""
     from safetensors.torch import save_file
 
     config = root / "tiny.json"
     config.write_text(json.dumps(TINY_CONFIG))
     reference = load_encoder(ModelSpec.from_options(model_config=config), "cpu")
-    folder = root / "squash-model"
+    folder = root / "letterbox-model"
     folder.mkdir()
-    cfg = {"model_cfg": TINY_CONFIG, "preprocess_cfg": {"resize_mode": "squash"}}
+    cfg = {"model_cfg": TINY_CONFIG, "preprocess_cfg": {"resize_mode": "longest"}}
     (folder / "open_clip_config.json").write_text(json.dumps(cfg))
     state = {k: v.contiguous() for k, v in reference.model.state_dict().items()}
     save_file(state, str(folder / "open_clip_model.safetensors"))
@@ -182,11 +182,11 @@ def _squashing_model(root: Path) -> ModelSpec:
 def test_a_model_the_export_cannot_follow_keeps_torch(
     tmp_path: Path, photo_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spec = _squashing_model(tmp_path)
+    spec = _letterboxing_model(tmp_path)
     index_dir = tmp_path / "idx"
     with Engine(index_dir, model=spec, device="cpu") as engine:
         engine.ingest([photo_dir])
-        assert "squashes images" in caplog.text and "keep using torch" in caplog.text
+        assert "ResizeKeepRatio step" in caplog.text and "keep using torch" in caplog.text
         assert not isinstance(engine.load_model(), OnnxEncoder)
     assert rejected_path(index_dir, spec).exists() and not export_dir(index_dir, spec).exists()
     caplog.clear()

@@ -51,16 +51,20 @@ def byte_symbols() -> tuple[str, ...]:
     return tuple(table[b] for b in range(256))
 
 
-def clean(text: str) -> str:
-    """open_clip's `lower` cleaning: repaired text, unescaped twice, spaces folded, lower case.
-    ftfy changes nothing in printable ASCII without entities, the usual query: it is imported
-    (35 ms) only for other text."""
+def basic_clean(text: str) -> str:
+    """open_clip's `basic_clean`: repaired by ftfy, unescaped twice, stripped. ftfy changes
+    nothing in printable ASCII without entities, the usual query: it is imported (35 ms) only
+    for other text."""
     if not (text.isascii() and text.isprintable() and "&" not in text):
         import ftfy
 
         text = ftfy.fix_text(text)
-    text = html.unescape(html.unescape(text)).strip()
-    return " ".join(text.split()).lower()
+    return html.unescape(html.unescape(text)).strip()
+
+
+def clean(text: str) -> str:
+    """open_clip's `lower` cleaning, CLIP's: basic, spaces folded, lower case."""
+    return " ".join(basic_clean(text).split()).lower()
 
 
 class ClipTokenizer:

@@ -32,7 +32,11 @@ class QueryEncoder(Protocol):
     image_size: int
     device: str
     runtime: str  # what computes the vectors: "torch" or "onnxruntime"
-    english_only: bool  # its tokenizer is CLIP's English BPE (other scripts become bytes)
+
+    @property
+    def english_only(self) -> bool:
+        """Whether its tokenizer is CLIP's English BPE (other scripts become bytes)."""
+        ...
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 

@@ -8,7 +8,7 @@ image tower (and the other way round).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ class OnnxEncoder:
 
     device = "cpu"
     runtime = "onnxruntime"
-    english_only = True  # exports hold CLIP's BPE tokenizer only
 
     def __init__(
         self, spec: ModelSpec, folder: Path, manifest: OnnxManifest, *, quick_start: bool = False
@@ -43,7 +42,7 @@ class OnnxEncoder:
         self.dim = manifest.dim
         self.image_size = manifest.pixels.size
         self._sessions: dict[str, Any] = {}
-        self._tokenizer: ClipTokenizer | None = None
+        self._tokenizer: Callable[[Sequence[str]], np.ndarray] | None = None
         self._lock = threading.Lock()
 
     def _session(self, name: str) -> Any:
@@ -60,11 +59,21 @@ class OnnxEncoder:
                 )
             return self._sessions[name]
 
-    def tokenizer(self) -> ClipTokenizer:
+    @property
+    def english_only(self) -> bool:
+        return self.manifest.english_only
+
+    def tokenizer(self) -> Callable[[Sequence[str]], np.ndarray]:
+        """CLIP's BPE, or the model's Hugging Face tokenizer (without transformers)."""
         with self._lock:
             if self._tokenizer is None:
-                vocab = self.folder / self.manifest.vocab
-                self._tokenizer = ClipTokenizer(vocab, self.manifest.context_length)
+                vocab, manifest = self.folder / self.manifest.vocab, self.manifest
+                if manifest.english_only:
+                    self._tokenizer = ClipTokenizer(vocab, manifest.context_length)
+                else:
+                    from searchmm.model.hf_text_tokenizer import HfTextTokenizer
+
+                    self._tokenizer = HfTextTokenizer(vocab, manifest.clean, manifest.sep_id)
             return self._tokenizer
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:

@@ -25,8 +25,11 @@ from PIL import Image
 
 from searchmm.model.clip_tokenizer import TABLES_FILENAME, VOCAB_FILENAME, ClipTokenizer
 from searchmm.model.encoder import CHARS_PER_TOKEN_BOUND, TorchEncoder
+from searchmm.model.hf_text_tokenizer import HF_TOKENIZER_FILE, save_hf_tokenizer
 from searchmm.model.onnx_encoder import OnnxEncoder, normalised
 from searchmm.model.onnx_files import (
+    CLIP_BPE,
+    HF_TOKENIZERS,
     IMAGE_FILE,
     MANIFEST,
     TEXT_FILE,
@@ -97,7 +100,7 @@ def export(encoder: TorchEncoder, index_dir: Path) -> OnnxManifest:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        vocab = _copy_vocab(encoder, tmp)
+        vocab, tokenizer = _save_tokenizer(encoder, tmp)
         _export_towers(encoder, tmp, recipe.size)
         manifest = OnnxManifest(
             identity=encoder.spec.identity(),
@@ -109,6 +112,7 @@ def export(encoder: TorchEncoder, index_dir: Path) -> OnnxManifest:
             export_s=0.0,
             bytes=0,
             software=encoder.software(),
+            **tokenizer,
         )
         checks = check_export(encoder, OnnxEncoder(encoder.spec, tmp, manifest))
         final = dataclasses.replace(
@@ -138,12 +142,15 @@ def export(encoder: TorchEncoder, index_dir: Path) -> OnnxManifest:
 def pixel_recipe(preprocess: Any) -> PixelRecipe:
     """The numbers of open_clip's eval transform, or `ExportRejected` for any other transform."""
     size = interpolation = mean = std = None
+    squash = False
     for step in getattr(preprocess, "transforms", [preprocess]):
         kind = type(step).__name__
         if kind == "Resize":
             sizes = [step.size] if isinstance(step.size, int) else list(step.size)
-            if len(sizes) != 1:
-                raise ExportRejected(f"its image transform squashes images to {sizes}")
+            if len(sizes) == 2 and sizes[0] == sizes[1]:
+                squash = True  # both sides to the input size, as SigLIP's transform does
+            elif len(sizes) != 1:
+                raise ExportRejected(f"its image transform resizes images to {sizes}")
             size, interpolation = int(sizes[0]), str(step.interpolation.value)
         elif kind == "CenterCrop" and tuple(step.size) == (size, size):
             continue
@@ -156,19 +163,32 @@ def pixel_recipe(preprocess: Any) -> PixelRecipe:
     if std is None or len(mean) != 3 or len(std) != 3:
         raise ExportRejected("its image transform does not normalise three channels")
     return PixelRecipe(
-        int(size), str(interpolation), (mean[0], mean[1], mean[2]), (std[0], std[1], std[2])
+        int(size),
+        str(interpolation),
+        (mean[0], mean[1], mean[2]),
+        (std[0], std[1], std[2]),
+        squash=squash,
     )
 
 
-def _copy_vocab(encoder: TorchEncoder, folder: Path) -> str:
-    """The vocabulary, and its tables (what the export's check then tokenizes with)."""
-    if type(encoder.tokenizer).__name__ != "SimpleTokenizer":
-        raise ExportRejected(f"its tokenizer ({type(encoder.tokenizer).__name__}) needs torch")
+def _save_tokenizer(encoder: TorchEncoder, folder: Path) -> tuple[str, dict[str, Any]]:
+    """The tokenizer's file (CLIP's vocabulary and its tables, or a plain HF tokenizer.json),
+    and its manifest fields: what the export's check then tokenizes with."""
+    kind = type(encoder.tokenizer).__name__
+    if kind == "HFTokenizer":
+        out = folder / HF_TOKENIZER_FILE
+        try:
+            clean, sep_id = save_hf_tokenizer(encoder.tokenizer, encoder.context_length, out)
+        except ValueError as exc:
+            raise ExportRejected(str(exc)) from exc
+        return out.name, {"tokenizer": HF_TOKENIZERS, "clean": clean, "sep_id": sep_id}
+    if kind != "SimpleTokenizer":
+        raise ExportRejected(f"its tokenizer ({kind}) needs torch")
     from open_clip.tokenizer import default_bpe
 
     shutil.copyfile(default_bpe(), folder / VOCAB_FILENAME)
     ClipTokenizer(folder / VOCAB_FILENAME).save_tables(folder / TABLES_FILENAME)
-    return VOCAB_FILENAME
+    return VOCAB_FILENAME, {"tokenizer": CLIP_BPE}
 
 
 def _tower(model: Any, text: bool) -> Any:

@@ -35,6 +35,7 @@ READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest.json"
 TEXT_FILE, IMAGE_FILE = "text.onnx", "image.onnx"
 WEIGHTS_SUFFIX = ".data"
+CLIP_BPE, HF_TOKENIZERS = "clip-bpe", "hf-tokenizers"  # what tokenizes a text
 
 
 def tower_files(manifest_format: int) -> tuple[str, ...]:
@@ -66,13 +67,20 @@ class OnnxManifest:
     dim: int
     context_length: int
     char_limit: int  # texts are cut to this many characters before tokenizing, as torch's are
-    vocab: str  # the BPE vocabulary file, beside the manifest
+    vocab: str  # the tokenizer's file beside the manifest: CLIP's BPE vocabulary, or HF's
     pixels: PixelRecipe
     export_s: float
     bytes: int
     checks: dict[str, float] = field(default_factory=dict)
     software: dict[str, str] = field(default_factory=dict)
+    tokenizer: str = CLIP_BPE  # or HF_TOKENIZERS: which of the two `vocab` is
+    clean: str = "lower"  # open_clip's text cleaning before an HF tokenizer
+    sep_id: int | None = None  # the separator id an HF tokenizer's output has zeroed
     format: int = FORMAT
+
+    @property
+    def english_only(self) -> bool:
+        return self.tokenizer == CLIP_BPE
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +95,9 @@ class OnnxManifest:
             "bytes": self.bytes,
             "checks": self.checks,
             "software": self.software,
+            "tokenizer": self.tokenizer,
+            "clean": self.clean,
+            "sep_id": self.sep_id,
         }
 
     @classmethod
@@ -102,6 +113,9 @@ class OnnxManifest:
             bytes=int(data["bytes"]),
             checks={str(k): float(v) for k, v in data.get("checks", {}).items()},
             software={str(k): str(v) for k, v in data.get("software", {}).items()},
+            tokenizer=str(data.get("tokenizer", CLIP_BPE)),
+            clean=str(data.get("clean", "lower")),
+            sep_id=None if data.get("sep_id") is None else int(data["sep_id"]),
             format=int(data["format"]),
         )
 
@@ -201,7 +215,8 @@ def upgrade_export(index_dir: Path, spec: ModelSpec) -> None:
         for name in (TEXT_FILE, IMAGE_FILE):
             externalise_weights(folder / name, tmp / name)
         shutil.copyfile(folder / manifest.vocab, tmp / manifest.vocab)
-        ClipTokenizer(tmp / manifest.vocab).save_tables(tmp / TABLES_FILENAME)
+        if manifest.english_only:
+            ClipTokenizer(tmp / manifest.vocab).save_tables(tmp / TABLES_FILENAME)
         size = sum(p.stat().st_size for p in tmp.iterdir())
         upgraded = OnnxManifest.from_json({**manifest.to_json(), "format": FORMAT, "bytes": size})
         (tmp / MANIFEST).write_text(json.dumps(upgraded.to_json(), indent=1) + "\n")

@@ -2,9 +2,10 @@
 gives, as a numpy array.
 
 open_clip's eval transform for a square input is: resize the short side to the input size
-(bicubic or bilinear, as PIL does it), crop the centre, scale bytes to [0, 1], normalise per
-channel. `PixelRecipe` holds those numbers; it is read off the model's own transform when an
-export is made, and checked against it there on probe images.
+(bicubic or bilinear, as PIL does it) and crop the centre, or resize both sides to it (squash,
+as SigLIP's), then scale bytes to [0, 1] and normalise per channel. `PixelRecipe` holds those
+numbers; it is read off the model's own transform when an export is made, and checked against
+it there on probe images.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class PixelRecipe:
     interpolation: str  # a key of INTERPOLATIONS
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    squash: bool = False  # both sides to `size` (SigLIP), instead of short side + centre crop
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -35,6 +37,7 @@ class PixelRecipe:
             str(data["interpolation"]),
             (float(data["mean"][0]), float(data["mean"][1]), float(data["mean"][2])),
             (float(data["std"][0]), float(data["std"][1]), float(data["std"][2])),
+            squash=bool(data.get("squash", False)),
         )
 
     def __call__(self, image: Image.Image) -> np.ndarray:
@@ -50,6 +53,8 @@ class PixelRecipe:
         return np.ascontiguousarray(((scaled - mean) / std).transpose(2, 0, 1))
 
     def _resized(self, image: Image.Image) -> Image.Image:
+        if self.squash:
+            return image.resize((self.size, self.size), INTERPOLATIONS[self.interpolation])
         width, height = image.size
         short, long = (width, height) if width <= height else (height, width)
         new_long = int(self.size * long / short)
