@@ -38,6 +38,13 @@ from searchmm.settings import resolve_device
 
 TARGET = 0.9
 BACKENDS = ("torch", "onnx")
+RATE_LABELS = {
+    "bare_forward": "bare forward",
+    "engine_call": "engine in-process (Engine.ingest call)",
+    "engine_summary": "engine in-process (summary elapsed_s)",
+    "cli_wall": "CLI subprocess wall",
+    "cli_summary": "CLI summary elapsed_s",
+}
 
 
 @dataclass
@@ -200,20 +207,11 @@ def main() -> None:
         for b in BACKENDS
     }
     rows = [("images", str(n))]
-    for b in BACKENDS:
-        rows += [
-            (f"{b}: bare forward, images/s", f"{rates[b]['bare_forward']:.2f}"),
-            (
-                f"{b}: engine in-process (Engine.ingest call), images/s",
-                f"{rates[b]['engine_call']:.2f}",
-            ),
-            (
-                f"{b}: engine in-process (summary elapsed_s), images/s",
-                f"{rates[b]['engine_summary']:.2f}",
-            ),
-            (f"{b}: CLI subprocess wall, images/s", f"{rates[b]['cli_wall']:.2f}"),
-            (f"{b}: CLI summary elapsed_s, images/s", f"{rates[b]['cli_summary']:.2f}"),
-        ]
+    rows += [
+        (f"{b}: {label}, images/s", f"{rates[b][key]:.2f}")
+        for b in BACKENDS
+        for key, label in RATE_LABELS.items()
+    ]
     headlines: list[dict[str, Any]] = []
     for b in BACKENDS:
         ratio = rates[b]["engine_call"] / rates[b]["bare_forward"]

@@ -112,23 +112,30 @@ def test_siglip_queries_need_neither_torch_nor_transformers(
 
 
 @pytest.mark.slow
-def test_the_full_size_siglip_architecture_with_a_local_tokenizer(
-    tmp_path: Path, real_photos: Path
+@pytest.mark.parametrize("architecture", ["ViT-B-16-SigLIP", "ViT-B-16-SigLIP2"])
+def test_the_full_size_siglip_architectures_with_a_local_tokenizer(
+    tmp_path: Path, real_photos: Path, architecture: str
 ) -> None:
-    """ViT-B-16-SigLIP as open_clip defines it (timm vision tower with attention pooling),
-    random init, with the local tokenizer in place of the one on the hub."""
+    """SigLIP and SigLIP 2 as open_clip defines them (timm vision towers with attention
+    pooling), random init, with the local tokenizer in place of the one on the hub; their
+    exports answer as torch does."""
     import open_clip
 
-    config = open_clip.get_model_config("ViT-B-16-SigLIP")
-    folder = siglip_model_dir(tmp_path, config)
+    folder = siglip_model_dir(tmp_path, open_clip.get_model_config(architecture))
     index_dir = tmp_path / "idx"
     with Engine(index_dir, model=ModelSpec.from_options(f"local-dir:{folder}")) as engine:
         engine.ingest([real_photos])
-        query = sorted(real_photos.iterdir())[0]
-        hits = engine.search_image(query, k=1)
+    spec = Engine(index_dir).model_spec()
+    assert find_export(index_dir, spec) is not None, rejected_path(index_dir, spec).read_text()
+    query = sorted(real_photos.iterdir())[0]
+    with Engine(index_dir) as onnx, Engine(index_dir, backend="torch") as reference:
+        hits = onnx.search_image(query, k=3)
         assert hits[0].path == str(query) and hits[0].score == pytest.approx(1.0, abs=1e-4)
-        assert engine.search_text("一只猫", k=1)
-        assert engine.stats().model is not None and engine.stats().model.dim == 768
+        for text in ("a cat on a couch", "一只猫"):
+            ours, theirs = onnx.search_text(text, k=3), reference.search_text(text, k=3)
+            assert [h.item.id for h in ours] == [h.item.id for h in theirs]
+            assert np.allclose([h.score for h in ours], [h.score for h in theirs], atol=1e-4)
+        assert onnx.stats().model is not None and onnx.stats().model.dim == 768
 
 
 def test_only_an_english_model_hints_at_a_multilingual_one(

@@ -17,6 +17,7 @@ from .bench import bench_app
 from .exchange import export
 from .ingest import ingest
 from .manage import dupes, reindex, remove, stats
+from .models import models
 from .options import Group
 from .query import query
 from .serve import serve
@@ -30,7 +31,7 @@ app = typer.Typer(
     cls=Group,
 )
 
-for command in (ingest, query, dupes, stats, remove, reindex, export, serve):
+for command in (ingest, query, dupes, stats, remove, reindex, export, models, serve):
     app.command()(command)
 app.add_typer(bench_app, name="bench", help="Retrieval benchmarks: COCO and Flickr Recall@K, MRR")
 
