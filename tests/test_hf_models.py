@@ -156,3 +156,19 @@ def test_only_an_english_model_hints_at_a_multilingual_one(
     assert "English" not in english.stderr
     multilingual = run_cli("query", "一只猫坐在沙发上", "--index-dir", siglip_store)
     assert "English" not in multilingual.stderr
+
+
+def test_a_siglip_model_benchmarks_on_the_coco_sample(siglip_dir: Path, tmp_path: Path) -> None:
+    from helpers.files import COCO_SAMPLE
+
+    captions = COCO_SAMPLE / "captions_val2017_sample.json"
+    if not captions.exists():
+        pytest.skip(f"{COCO_SAMPLE} is not here")
+    out = tmp_path / "report"
+    invoke("bench", "coco", "--images", COCO_SAMPLE / "images", "--captions", captions,
+           "--model", f"local-dir:{siglip_dir}", "--index-dir", tmp_path / "bench",
+           "--workers", "0", "--output", out)  # fmt: skip
+    report = json.loads((out / "coco-all.json").read_text())
+    assert report["model"] == f"local-dir:{siglip_dir}"
+    assert report["counts"]["images"] == 100 and report["counts"]["captions"] == 500
+    assert 0.0 <= report["metrics"]["image_retrieval_recall@10"] <= 1.0
