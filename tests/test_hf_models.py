@@ -172,3 +172,26 @@ def test_a_siglip_model_benchmarks_on_the_coco_sample(siglip_dir: Path, tmp_path
     assert report["model"] == f"local-dir:{siglip_dir}"
     assert report["counts"]["images"] == 100 and report["counts"]["captions"] == 500
     assert 0.0 <= report["metrics"]["image_retrieval_recall@10"] <= 1.0
+
+
+def test_a_hugging_face_text_tower_model_end_to_end(tmp_path: Path, photo_dir: Path) -> None:
+    """The open_clip path of xlm-roberta-base-ViT-B-32 (a transformers text tower, its own
+    tokenizer) on a small XLM-RoBERTa built here: ingest, queries in English and Chinese, an
+    export that answers as torch does."""
+    from helpers.hf_models import hf_text_tower_model_dir
+
+    folder = hf_text_tower_model_dir(tmp_path)
+    (photo_dir / "captions.txt").write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
+    index_dir = tmp_path / "idx"
+    with Engine(index_dir, model=ModelSpec.from_options(f"local-dir:{folder}")) as engine:
+        summary = engine.ingest([photo_dir], texts_in_folders=True)
+    assert summary.failed == [] and summary.encoded_texts == len(CORPUS)
+    spec = Engine(index_dir).model_spec()
+    assert find_export(index_dir, spec) is not None, rejected_path(index_dir, spec).read_text()
+    with Engine(index_dir) as onnx, Engine(index_dir, backend="torch") as reference:
+        for text in ("一只猫坐在沙发上", "a rocket on its launch pad"):
+            ours = onnx.search_text(text, target="texts", k=3)
+            assert ours[0].item.text == text and ours[0].score == pytest.approx(1.0, abs=1e-4)
+            theirs = reference.search_text(text, target="texts", k=3)
+            assert [h.item.id for h in ours] == [h.item.id for h in theirs]
+        assert not onnx.load_model().english_only

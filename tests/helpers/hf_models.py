@@ -97,3 +97,54 @@ def siglip_model_dir(root: Path, config: dict[str, Any] | None = None, seed: int
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "open_clip_model.safetensors"))
     return folder
+
+
+def hf_text_tower_model_dir(root: Path, seed: int = 0) -> Path:
+    """A `local-dir:` model whose text tower is a Hugging Face transformer, as
+    xlm-roberta-base-ViT-B-32's is: a small XLM-RoBERTa config beside the local tokenizer
+    (open_clip reads both from the folder), a tiny CLIP vision tower, seeded random weights."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+    from transformers import XLMRobertaConfig
+
+    folder = root / "hf-text-model"
+    folder.mkdir(parents=True)
+    save_tokenizer(folder)
+    XLMRobertaConfig(
+        vocab_size=512,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=40,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=1,
+    ).save_pretrained(folder)
+    model_cfg = {
+        "embed_dim": 64,
+        "vision_cfg": {
+            "image_size": 224,
+            "layers": 2,
+            "width": 64,
+            "head_width": 32,
+            "patch_size": 32,
+        },
+        "text_cfg": {
+            "hf_model_name": str(folder),
+            "hf_tokenizer_name": str(folder),
+            "hf_pooler_type": "mean_pooler",
+            "hf_proj_type": "linear",
+            "context_length": 32,
+        },
+    }
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = open_clip.create_model(
+            f"local-dir:{folder}", load_weights=False, pretrained_text=False
+        )
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "open_clip_model.safetensors"))
+    return folder
