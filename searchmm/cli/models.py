@@ -19,9 +19,10 @@ def models(as_json: JsonFlag = False) -> None:
     --pretrained on the first ingest of an index directory."""
     from searchmm.evaluation.catalog import measured, model_table
 
-    rows = model_table()
+    recorded = measured()
+    rows = model_table(recorded)
     if as_json:
-        emit_json({"machine": measured()["machine"], "models": rows})
+        emit_json({"machine": recorded["machine"], "models": rows})
         return
     typer.echo(
         f"{'model':<27} {'pretrained':<19} {'COCO':>5} {'Flickr':>6} {'dim':>4} {'params':>7} "
@@ -29,7 +30,7 @@ def models(as_json: JsonFlag = False) -> None:
     )
     for row in rows:
         typer.echo(_line(row))
-    machine = measured()["machine"]
+    machine = recorded["machine"]
     where = f"{machine['cores']} cores, {machine['cpu']}" if machine else "no machine recorded"
     typer.echo(
         "COCO, Flickr: text-to-image Recall@1 (COCO 5k, Flickr30k 1k test), '-' where open_clip's"

@@ -17,20 +17,10 @@ from searchmm import defaults
 from searchmm.errors import Hint, ModelMismatchError, SearchmmError
 from searchmm.model.backend import Backend
 from searchmm.model.encoder import Encoder, QueryEncoder, TorchEncoder
-from searchmm.model.spec import ModelSpec
+from searchmm.model.spec import ModelSpec, spec_of
 from searchmm.settings import may_use_gpu
 from searchmm.store.records import StoredModel
 from searchmm.store.store import Store
-
-
-def spec_of(record: StoredModel) -> ModelSpec:
-    return ModelSpec(
-        name=record.name,
-        pretrained=record.pretrained,
-        config_json=record.config_json,
-        checkpoint_digest=record.checkpoint_digest,
-        seed=record.seed,
-    )
 
 
 class ModelBinding:

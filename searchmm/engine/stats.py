@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from searchmm.engine.directory import IndexDirectory
-from searchmm.engine.model_binding import spec_of
 from searchmm.index.sync import index_path
+from searchmm.model.spec import spec_of
 from searchmm.store.database import DB_FILENAME
 from searchmm.vocabulary import KINDS, Kind, Status
 

@@ -51,10 +51,11 @@ def measured() -> dict[str, Any]:
     return data
 
 
-def model_table() -> list[dict[str, Any]]:
+def model_table(recorded: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One row per recommended model: published recall (empty where the table has none) and
-    the measured cost (empty where it was not measured, with the reason)."""
-    costs = measured()["models"]
+    the measured cost (empty where it was not measured, with the reason), from `recorded`
+    (default: `measured()`)."""
+    costs = (recorded or measured())["models"]
     rows = []
     for model in RECOMMENDED:
         rows.append(

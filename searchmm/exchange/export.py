@@ -23,7 +23,7 @@ from searchmm import defaults
 from searchmm.atomicfile import temp_name, write_bytes_atomic
 from searchmm.errors import Hint, SearchmmError
 from searchmm.exchange.layout import DTYPES, FORMAT, LAYOUT, MODEL_FILE, KindLayout
-from searchmm.model.spec import ModelSpec
+from searchmm.model.spec import spec_of
 from searchmm.sources.files import display_path
 from searchmm.store.records import Item, StoredModel
 from searchmm.store.store import Store
@@ -83,7 +83,10 @@ def export_embeddings(
                 for items, vectors in chunks:
                     writer.add(items, vectors)
             writer.finish()
-            setattr(summary, "images" if kind is Kind.IMAGE else "texts", count)
+            if kind is Kind.IMAGE:
+                summary.images = count
+            else:
+                summary.texts = count
         description = _model_json(model, summary, shard_size)
         write_bytes_atomic(root / MODEL_FILE, json.dumps(description, indent=2).encode() + b"\n")
         summary.files.append(MODEL_FILE)
@@ -117,6 +120,7 @@ class _Shards:
         self.row = 0
         self.parquet: Any = None
         self.temps: tuple[Path, Path] = (root, root)
+        self.schema = _schema(pa, kind)  # the same for every chunk of every shard
 
     def expect(self, count: int) -> None:
         self.left = count
@@ -144,14 +148,14 @@ class _Shards:
         rows = min(self.shard_size, self.left)
         self.left -= rows
         npy, parquet = self._paths()
-        for path in (npy, parquet):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.files.append(str(temp_name(path).relative_to(self.root)))  # removed on failure
-        self.temps = (self.root / self.files[-2], self.root / self.files[-1])
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        parquet.parent.mkdir(parents=True, exist_ok=True)
+        self.temps = (temp_name(npy), temp_name(parquet))
+        self.files += [str(p.relative_to(self.root)) for p in self.temps]  # removed on failure
         self.array = np.lib.format.open_memmap(
             self.temps[0], mode="w+", dtype=self.dtype, shape=(rows, self.dim)
         )
-        self.parquet = self.pa.parquet.ParquetWriter(str(self.temps[1]), self._schema())
+        self.parquet = self.pa.parquet.ParquetWriter(str(self.temps[1]), self.schema)
         self.row = 0
 
     def _close(self) -> None:
@@ -170,29 +174,6 @@ class _Shards:
             self.layout.embedding_file(self.root, self.shard),
             self.layout.metadata_file(self.root, self.shard),
         )
-
-    def _schema(self) -> Any:
-        pa = self.pa
-        common = [("content_digest", pa.string()), ("metadata", pa.string())]
-        if self.kind is Kind.IMAGE:
-            fields = [
-                ("id", pa.int64()),
-                ("image_path", pa.string()),
-                ("width", pa.int32()),
-                ("height", pa.int32()),
-                ("file_size", pa.int64()),
-                ("mtime_ns", pa.int64()),
-                *common,
-            ]
-        else:
-            fields = [
-                ("id", pa.int64()),
-                ("caption", pa.string()),
-                ("source", pa.string()),
-                ("locator", pa.string()),
-                *common,
-            ]
-        return pa.schema(fields)
 
     def _table(self, items: list[Item]) -> Any:
         columns: dict[str, list[Any]] = {
@@ -214,13 +195,33 @@ class _Shards:
                 source=[display_path(i.path) for i in items],
                 locator=[i.locator for i in items],
             )
-        return self.pa.table(columns, schema=self._schema())
+        return self.pa.table(columns, schema=self.schema)
+
+
+def _schema(pa: Any, kind: Kind) -> Any:
+    common = [("content_digest", pa.string()), ("metadata", pa.string())]
+    if kind is Kind.IMAGE:
+        fields = [
+            ("id", pa.int64()),
+            ("image_path", pa.string()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("file_size", pa.int64()),
+            ("mtime_ns", pa.int64()),
+            *common,
+        ]
+    else:
+        fields = [
+            ("id", pa.int64()),
+            ("caption", pa.string()),
+            ("source", pa.string()),
+            ("locator", pa.string()),
+            *common,
+        ]
+    return pa.schema(fields)
 
 
 def _model_json(model: StoredModel, summary: ExportSummary, shard_size: int) -> dict[str, Any]:
-    spec = ModelSpec(
-        model.name, model.pretrained, model.config_json, model.checkpoint_digest, model.seed
-    )
     return {
         "format": FORMAT,
         "model": {
@@ -232,7 +233,7 @@ def _model_json(model: StoredModel, summary: ExportSummary, shard_size: int) -> 
             "dim": model.dim,
             "software": model.software,
         },
-        "identity": spec.identity(),
+        "identity": spec_of(model).identity(),
         "dtype": summary.dtype,
         "normalised": True,
         "shard_size": shard_size,

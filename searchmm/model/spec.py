@@ -10,10 +10,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from searchmm import defaults
 from searchmm.errors import Hint, ModelLoadError
+
+if TYPE_CHECKING:
+    from searchmm.store.records import StoredModel
 
 RANDOM_INIT = "none"
 HF_HUB_PREFIX = "hf-hub:"
@@ -78,6 +81,17 @@ class ModelSpec:
         weights = self.checkpoint_digest or self.pretrained.lower()
         config = json.loads(self.config_json) if self.config_json else None
         return {"name": self.name, "weights": weights, "config": config, "seed": self.seed}
+
+
+def spec_of(record: StoredModel) -> ModelSpec:
+    """The spec of the model a store recorded."""
+    return ModelSpec(
+        name=record.name,
+        pretrained=record.pretrained,
+        config_json=record.config_json,
+        checkpoint_digest=record.checkpoint_digest,
+        seed=record.seed,
+    )
 
 
 def is_checkpoint_path(pretrained: str) -> bool:
