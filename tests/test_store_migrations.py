@@ -122,6 +122,8 @@ def test_newer_schema_is_refused_untouched(old_store: Path) -> None:
     before = _dump(old_store)
     with pytest.raises(StoreError, match="schema version 99, newer than this searchmm"):
         Store(old_store, create=False)
+    with Engine(old_store) as engine, pytest.raises(StoreError, match="newer than this"):
+        engine.search_text("a cat")  # a query's light reads see the version, and refuse too
     assert _dump(old_store) == before
 
 

@@ -87,7 +87,7 @@ class Engine:
 
     def model_spec(self) -> ModelSpec:
         """The store's model, or the requested (else default) one for a new store."""
-        stored = self._directory.store().get_model() if self._directory.exists() else None
+        stored = self._directory.reads().get_model() if self._directory.exists() else None
         return self._model.spec(stored)
 
     @property
@@ -104,7 +104,7 @@ class Engine:
         return self._model.load_ingest(self._stored_model(), images)
 
     def _stored_model(self) -> StoredModel | None:
-        return self._directory.store().get_model() if self._directory.exists() else None
+        return self._directory.reads().get_model() if self._directory.exists() else None
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -214,7 +214,7 @@ class Engine:
 
     def items(self, target: str | Target = Target.IMAGES) -> list[Item]:
         """Every stored item of a target (searchable or failed), for callers that need more."""
-        return self._directory.store().items_of_kind(Target.parse(target).kind)
+        return self._directory.reads().items_of_kind(Target.parse(target).kind)
 
     def items_by_id(self, ids: Iterable[int]) -> dict[int, Item]:
         """The stored items with these ids (ids that are not stored are left out)."""
@@ -233,5 +233,5 @@ class Engine:
         """The stored vectors and their metadata under `out` in clip-retrieval's layout."""
         from searchmm.exchange.export import export_embeddings
 
-        store = self._directory.store()
+        store = self._directory.reads()
         return export_embeddings(store, out, shard_size=shard_size, dtype=dtype)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from searchmm import defaults
 from searchmm.errors import Hint, ModelMismatchError, SearchmmError
@@ -20,7 +21,9 @@ from searchmm.model.encoder import Encoder, QueryEncoder, TorchEncoder
 from searchmm.model.spec import ModelSpec, spec_of
 from searchmm.settings import may_use_gpu
 from searchmm.store.records import StoredModel
-from searchmm.store.store import Store
+
+if TYPE_CHECKING:
+    from searchmm.store.store import Store
 
 
 class ModelBinding:

@@ -45,7 +45,7 @@ class Searcher:
     def encoder(self) -> QueryEncoder:
         """The query encoder; once loaded, a query reads nothing to get it."""
         loaded = self.model.loaded
-        return loaded or self.model.load_query(self.directory.store().get_model())
+        return loaded or self.model.load_query(self.directory.reads().get_model())
 
     def search(self, terms: Sequence[Term], options: SearchOptions) -> list[Hit]:
         """The weighted combination of the terms' vectors, ranked (see `search_vector`)."""
@@ -61,7 +61,7 @@ class Searcher:
         warm = self.model.loaded is not None  # the index's own count then says if it is empty
         if not warm:
             self._check_searchable(options.kind, load_model=needs_model)
-        store = self.directory.store()
+        store = self.directory.reads()
         allowed = None
         if options.filters is not None and options.filters.active:
             allowed = store.allowed_ids(options.kind, options.filters)
@@ -82,7 +82,7 @@ class Searcher:
             return text_vector(encoder, term.value)
         if term.scheme == Scheme.IMAGE:
             return image_vector(self.encoder(), term.value)
-        store = self.directory.store()
+        store = self.directory.reads()
         stored = store.get_model()
         if stored is not None:
             ids, vectors = store.vectors([int(term.value)], stored.dim)
@@ -104,7 +104,7 @@ class Searcher:
 
     def embeddings(self, kind: Kind) -> tuple[np.ndarray, np.ndarray]:
         """(item ids, vectors) of every stored embedding of a kind, in id order."""
-        store = self.directory.store()
+        store = self.directory.reads()
         stored = store.get_model()
         if stored is None:
             return np.empty(0, np.int64), np.empty((0, 0), np.float32)
@@ -122,14 +122,14 @@ class Searcher:
         ]
 
     def items_by_id(self, ids: Iterable[int]) -> dict[int, Item]:
-        return self.directory.store().items_by_id(ids)
+        return self.directory.reads().items_by_id(ids)
 
     def _nothing_to_search(self, kind: Kind) -> SearchmmError:
         return SearchmmError(f"the index at {self.directory.path} holds no {kind}s: ingest some")
 
     def _check_searchable(self, kind: Kind, *, load_model: bool) -> None:
         """Refuse an empty target before any model is loaded; load it if the query needs it."""
-        if not self.directory.store().has_items(kind):
+        if not self.directory.reads().has_items(kind):
             raise self._nothing_to_search(kind)
         if load_model and self.model.loaded is None:
             preload_in_background()  # FAISS loads while the model does

@@ -8,7 +8,7 @@ from typing import Any
 from searchmm.engine.directory import IndexDirectory
 from searchmm.index.sync import index_path
 from searchmm.model.spec import spec_of
-from searchmm.store.database import DB_FILENAME
+from searchmm.store.reads import DB_FILENAME
 from searchmm.vocabulary import KINDS, Kind, Status
 
 
@@ -59,7 +59,7 @@ class Stats:
 
 def collect_stats(directory: IndexDirectory) -> Stats:
     """Counts from the store; the indexes as they are once caught up (not saved: a reader)."""
-    store = directory.store()
+    store = directory.reads()
     stored = store.get_model()
     store_bytes = sum(
         p.stat().st_size for p in directory.path.glob(DB_FILENAME + "*") if p.is_file()

@@ -25,9 +25,8 @@ from searchmm.errors import Hint, SearchmmError
 from searchmm.exchange.layout import DTYPES, FORMAT, LAYOUT, MODEL_FILE, KindLayout
 from searchmm.model.spec import spec_of
 from searchmm.sources.files import display_path
+from searchmm.store.reads import StoreReads
 from searchmm.store.records import Item, StoredModel
-from searchmm.store.store import Store
-from searchmm.store.streams import embedded_items
 from searchmm.vocabulary import Kind
 
 
@@ -56,7 +55,7 @@ def _pyarrow() -> Any:
 
 
 def export_embeddings(
-    store: Store,
+    store: StoreReads,
     out: str | os.PathLike[str],
     *,
     shard_size: int = defaults.EXPORT_SHARD_SIZE,
@@ -78,7 +77,7 @@ def export_embeddings(
     try:
         for kind, layout in LAYOUT.items():
             writer = _Shards(pa, root, layout, kind, model.dim, shard_size, dtype, summary.files)
-            with embedded_items(store, kind, model.dim) as (count, chunks):
+            with store.embedded_items(kind, model.dim) as (count, chunks):
                 writer.expect(count)
                 for items, vectors in chunks:
                     writer.add(items, vectors)

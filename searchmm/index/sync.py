@@ -8,15 +8,20 @@ vectors when it is missing, unreadable, of the wrong type for its size, or incon
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from searchmm.atomicfile import leftover_temps
 from searchmm.errors import IndexFileError, SearchmmError
 from searchmm.index.file import IndexHeader
 from searchmm.index.specs import AUTO, choose_spec, family
 from searchmm.index.vector_index import VectorIndex
-from searchmm.store.store import Store
+from searchmm.store.reads import StoreReads
 from searchmm.vocabulary import Kind
+
+if TYPE_CHECKING:
+    from searchmm.store.store import Store
 
 log = logging.getLogger("searchmm")
 
@@ -26,10 +31,21 @@ def index_path(index_dir: Path, kind: str) -> Path:
 
 
 class IndexSet:
-    """The image and text indexes of one index directory."""
+    """The image and text indexes of one index directory. It reads through `store` and opens
+    `writable()` only to record what it saved or was told (a query whose index is up to date
+    never does, and so never loads SQLAlchemy)."""
 
-    def __init__(self, store: Store, index_dir: Path, dim: int, *, exact_threshold: int) -> None:
+    def __init__(
+        self,
+        store: StoreReads,
+        writable: Callable[[], Store],
+        index_dir: Path,
+        dim: int,
+        *,
+        exact_threshold: int,
+    ) -> None:
         self.store = store
+        self.writable = writable
         self.index_dir = index_dir
         self.dim = dim
         self.exact_threshold = exact_threshold
@@ -69,7 +85,7 @@ class IndexSet:
             )
             spec = AUTO
         if spec is not None:
-            self.store.set_meta(f"index_spec.{kind}", spec)
+            self.writable().set_meta(f"index_spec.{kind}", spec)
         self._open[kind], self._seq[kind] = index, seq
         self._saved_seq[kind] = None
         if persist:
@@ -88,10 +104,11 @@ class IndexSet:
             orphan.unlink(missing_ok=True)  # left by a writer killed mid-save
         header = IndexHeader(kind=kind, dim=self.dim, spec=index.spec, seq=seq, count=index.ntotal)
         index.save(path, header)
+        store = self.writable()
         if self._saved_seq.get(kind, None) is None:
-            self.store.set_meta(f"index_saved.{kind}", "1")
+            store.set_meta(f"index_saved.{kind}", "1")
         self._saved_seq[kind] = seq
-        self.store.prune_changes(Kind(kind), seq)
+        store.prune_changes(Kind(kind), seq)
 
     def _load(self, kind: str) -> VectorIndex:
         path = index_path(self.index_dir, kind)

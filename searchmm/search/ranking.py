@@ -10,11 +10,11 @@ from searchmm.errors import SearchmmError
 from searchmm.index.vector_index import VectorIndex
 from searchmm.search.hits import Hit
 from searchmm.search.options import SearchOptions
-from searchmm.store.store import Store
+from searchmm.store.reads import StoreReads
 
 
 def rank(
-    store: Store,
+    store: StoreReads,
     index: VectorIndex,
     vector: np.ndarray,
     page: SearchOptions,
@@ -54,7 +54,7 @@ def _top(scores: np.ndarray, ids: np.ndarray) -> list[tuple[float, int]]:
 
 
 def _exact(
-    store: Store, dim: int, query: np.ndarray, allowed: np.ndarray, wanted: int, chunk: int
+    store: StoreReads, dim: int, query: np.ndarray, allowed: np.ndarray, wanted: int, chunk: int
 ) -> list[tuple[float, int]]:
     """Exact ranking of the allowed ids from their stored vectors, in chunks to bound memory."""
     best: list[tuple[float, int]] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from searchmm.errors import Category, Hint, StoreError
-
-DB_FILENAME = "searchmm.db"
-CHUNK = 900  # ids per IN (...): below SQLite's bound-parameter limit
+from searchmm.store.reads import DB_FILENAME, unusable
 
 
 def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -47,6 +45,10 @@ class Database:
                 f"no index at {index_dir}", hint=Hint.INGEST_FIRST, category=Category.INVALID
             )
         index_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.touch()  # an empty file is an empty database, which the reads can open
+        except OSError as exc:
+            raise unusable(self.path, exc) from exc
         self.engine: Engine = create_engine(f"sqlite:///{self.path}")
         event.listen(self.engine, "connect", _on_connect)
         event.listen(self.engine, "begin", _on_begin)
@@ -62,7 +64,7 @@ class Database:
         except DatabaseError as exc:
             if isinstance(exc, IntegrityError):
                 raise  # a broken invariant of ours, not a damaged file
-            raise self.unusable(exc) from exc
+            raise unusable(self.path, exc) from exc
 
     @contextlib.contextmanager
     def immediate(self) -> Iterator[DBAPICursor]:
@@ -81,24 +83,5 @@ class Database:
         finally:
             raw.close()
 
-    def unusable(self, exc: BaseException) -> StoreError:
-        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        if "locked" in detail or "busy" in detail:
-            return StoreError(
-                f"{self.path} is locked by another process ({detail}); try again",
-                category=Category.BUSY,
-            )
-        if "malformed" in detail or "not a database" in detail:
-            return StoreError(
-                f"{self.path} is damaged ({detail}): restore it from a backup, or move it aside "
-                "(with any -wal and -shm files) and ingest again to rebuild it"
-            )
-        return StoreError(f"cannot use {self.path} ({detail}): check the disk and permissions")
-
     def close(self) -> None:
         self.engine.dispose()
-
-
-def chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]

@@ -3,20 +3,21 @@
 Each migration is the SQL that takes a store from the version before it to its own number.
 A new store is created at the latest version directly, from the table definitions in `schema`
 (which must describe what the migrations produce). A store newer than this code is refused
-untouched: it may hold what this code would misread.
+untouched: it may hold what this code would misread. SQLAlchemy is imported only to upgrade:
+reading `SCHEMA_VERSION` must not load it (see `reads`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-
-from sqlalchemy.exc import DatabaseError
-from sqlalchemy.schema import CreateIndex, CreateTable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from searchmm.errors import StoreError
-from searchmm.store.database import Database
-from searchmm.store.schema import Base
+
+if TYPE_CHECKING:
+    from searchmm.store.store import Store
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     # 2: record when each version was reached; searches and counts select items by kind+status.
@@ -32,30 +33,31 @@ _VERSION_SQL = "SELECT value FROM meta WHERE key = 'schema_version'"
 _HAS_META_SQL = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
 
 
-def prepare(db: Database) -> None:
-    """Bring the store at `db` to `SCHEMA_VERSION` (creating it if empty), or refuse it."""
+def prepare(store: Store) -> None:
+    """Bring `store` to `SCHEMA_VERSION` (creating it if empty), or refuse it."""
+    from sqlalchemy.exc import DatabaseError
+
+    from searchmm.store.reads import unusable
+
+    version = store.schema_version()
+    if version == SCHEMA_VERSION:
+        return
+    _refuse_newer(store.path, version)
     try:
-        with db.session() as s:
-            has_meta = s.connection().exec_driver_sql(_HAS_META_SQL).scalar() is not None
-            found = s.connection().exec_driver_sql(_VERSION_SQL).scalar() if has_meta else None
-        version = int(found) if found is not None else 0
-        if version == SCHEMA_VERSION:
-            return
-        _refuse_newer(db, version)
-        _upgrade(db)
+        _upgrade(store)
     except (DatabaseError, sqlite3.DatabaseError) as exc:
-        raise db.unusable(exc) from exc
+        raise unusable(store.path, exc) from exc
 
 
-def _refuse_newer(db: Database, version: int) -> None:
+def _refuse_newer(path: Path, version: int) -> None:
     if version > SCHEMA_VERSION:
         raise StoreError(
-            f"{db.path} has schema version {version}, newer than this searchmm knows "
+            f"{path} has schema version {version}, newer than this searchmm knows "
             f"(version {SCHEMA_VERSION}): upgrade searchmm to use it; the file was not changed"
         )
 
 
-def _upgrade(db: Database) -> None:
+def _upgrade(db: Store) -> None:
     """Every step in one `BEGIN IMMEDIATE` transaction: another process that opens the store at
     the same time waits, then finds it upgraded; a failed step leaves the old file as it was."""
     from searchmm import __version__
@@ -70,7 +72,7 @@ def _upgrade(db: Database) -> None:
             version = int(row[0]) if row else 0
         if version == SCHEMA_VERSION:
             return  # upgraded (or created) by someone else while we waited
-        _refuse_newer(db, version)
+        _refuse_newer(db.path, version)
         steps = _create_latest(db) if version == 0 else _steps_from(version)
         for number, statement in steps:
             try:
@@ -102,7 +104,11 @@ def _steps_from(version: int) -> list[tuple[int, str]]:
     ]
 
 
-def _create_latest(db: Database) -> list[tuple[int, str]]:
+def _create_latest(db: Store) -> list[tuple[int, str]]:
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    from searchmm.store.schema import Base
+
     dialect = db.engine.dialect
     statements = [
         str(CreateTable(table, if_not_exists=True).compile(dialect=dialect))

@@ -8,7 +8,6 @@ files to the same shapes).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from sqlalchemy import (
@@ -24,10 +23,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from searchmm.store.records import Item, StoredModel
-from searchmm.vocabulary import Kind, Status
-
-_FS_BYTES_PREFIX = "fsbytes:"  # an absolute path never starts with this
+from searchmm.store.fspath import path_from_db, path_to_db
+from searchmm.store.records import StoredModel
+from searchmm.vocabulary import Status
 
 
 class FsPath(TypeDecorator[str]):
@@ -37,18 +35,10 @@ class FsPath(TypeDecorator[str]):
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
-        if value is None:
-            return None
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            return _FS_BYTES_PREFIX + os.fsencode(value).hex()
+        return None if value is None else path_to_db(value)
 
     def process_result_value(self, value: str | None, dialect: Any) -> str | None:
-        if value is not None and value.startswith(_FS_BYTES_PREFIX):
-            return os.fsdecode(bytes.fromhex(value[len(_FS_BYTES_PREFIX) :]))
-        return value
+        return None if value is None else path_from_db(value)
 
 
 class Base(DeclarativeBase):
@@ -75,18 +65,6 @@ class ModelRow(Base):
     seed: Mapped[int] = mapped_column(Integer, default=0)
     dim: Mapped[int] = mapped_column(Integer)
     software: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-
-    def record(self) -> StoredModel:
-        return StoredModel(
-            self.id,
-            self.name,
-            self.pretrained,
-            self.config_json,
-            self.checkpoint_digest,
-            self.seed,
-            self.dim,
-            dict(self.software or {}),
-        )
 
     @classmethod
     def of(cls, model: StoredModel) -> ModelRow:
@@ -127,24 +105,6 @@ class ItemRow(Base):
     status: Mapped[str] = mapped_column(String, default=Status.OK.value)
     error: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
-
-    def record(self) -> Item:
-        return Item(
-            id=self.id,
-            kind=Kind(self.kind),
-            path=self.path,
-            locator=self.locator,
-            text=self.text,
-            content_digest=self.content_digest,
-            file_digest=self.file_digest,
-            file_size=self.file_size,
-            file_mtime_ns=self.file_mtime_ns,
-            width=self.width,
-            height=self.height,
-            status=Status(self.status),
-            error=self.error,
-            meta=self.meta,
-        )
 
 
 class EmbeddingRow(Base):

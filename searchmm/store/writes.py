@@ -11,10 +11,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import CursorResult, delete, select, text, update
 from sqlalchemy.orm import Session
 
-from searchmm.store.database import Database, chunks
+from searchmm.store.database import Database
+from searchmm.store.reads import chunks, pruned_key
 from searchmm.store.records import (
     EncodedImage,
     EncodedText,
@@ -26,6 +27,10 @@ from searchmm.store.schema import ChangeRow, EmbeddingRow, ItemRow, MetaRow, Mod
 from searchmm.vocabulary import ChangeOp, Kind, Status
 
 UNFINISHED = -1  # file size and mtime of a text row whose file is still being ingested
+_RAISE_PRUNED = text(
+    "INSERT INTO meta (key, value) VALUES (:key, :seq) ON CONFLICT (key) DO UPDATE "
+    "SET value = excluded.value WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)"
+)
 
 
 def under(path: str, roots: Sequence[str]) -> bool:
@@ -49,8 +54,7 @@ class StoreWrites(Database):
         older than that must reload or rebuild: it cannot replay what was forgotten)."""
         with self.session() as s, s.begin():
             s.execute(delete(ChangeRow).where(ChangeRow.kind == kind, ChangeRow.seq <= upto_seq))
-            if upto_seq > pruned_seq(s, kind):
-                s.merge(MetaRow(key=f"changes_pruned.{kind}", value=str(upto_seq)))
+            s.execute(_RAISE_PRUNED, {"key": pruned_key(kind), "seq": str(upto_seq)})
 
     def move_files(self, moves: Sequence[tuple[Sequence[int], FileState]]) -> None:
         """Give items a file's new path, stat and digest (same bytes: no vector changes)."""
@@ -153,11 +157,6 @@ class StoreWrites(Database):
         with self.session() as s:
             rows = s.execute(select(ItemRow.id, ItemRow.path)).all()
         return self.delete_items(i for i, path in rows if under(path, roots))
-
-
-def pruned_seq(session: Session, kind: Kind) -> int:
-    entry = session.get(MetaRow, f"changes_pruned.{kind}")
-    return int(entry.value) if entry else 0
 
 
 def _image_row(s: Session, file: FileState, replaces: int | None) -> ItemRow:
