@@ -42,7 +42,7 @@ from searchmm import Engine, ModelSpec
 from searchmm.defaults import BATCH_SIZE as DEFAULT_BATCH_SIZE
 from searchmm.ingest.summary import IngestSummary
 from searchmm.settings import default_workers, resolve_device
-from searchmm.store.reads import DB_FILENAME
+from searchmm.store.connections import DB_FILENAME
 from searchmm.vocabulary import Kind
 
 FLATNESS_TARGET = 1.2

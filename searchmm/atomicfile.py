@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -19,7 +18,7 @@ TEMP_MARK = ".tmp-"
 
 def temp_name(path: Path) -> Path:
     """A fresh temporary name beside `path`, matched by `leftover_temps(path)`."""
-    return path.with_name(f"{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    return path.with_name(f"{path.name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}")
 
 
 def leftover_temps(path: str | os.PathLike[str]) -> list[Path]:

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers.cli import run_cli
 from helpers.server import Served, ServerProcess, build_index
 from searchmm.server.registry import record_path, running_server
@@ -46,10 +48,22 @@ def test_queries_go_to_the_server_and_answer_as_the_local_path(served: Served) -
         assert _requests(served.server) == before + 1, query
         local = run_cli("query", *query, "--index-dir", served.index_dir, "--json", "--no-server")
         assert _requests(served.server) == before + 1
-        assert via_server.stdout == local.stdout, query
+        _same_answer(via_server.stdout, local.stdout)
         assert json.loads(local.stdout), query  # each query finds something to compare
     plain = ["query", "a cat", "--index-dir", served.index_dir]
-    assert run_cli(*plain).stdout == run_cli(*plain, "--no-server").stdout
+    served_table, local_table = run_cli(*plain).stdout, run_cli(*plain, "--no-server").stdout
+    assert [line.split()[::2] for line in served_table.splitlines()] == [
+        line.split()[::2] for line in local_table.splitlines()
+    ]  # rank and path columns: the scores are checked above
+
+
+def _same_answer(served: str, local: str) -> None:
+    """The same hits in the same order; a score may differ in its last printed digit (the
+    server's encoder prepacks its weights, a one-shot query's does not: the sums of a short
+    text's few rows are taken in another order)."""
+    a, b = json.loads(served), json.loads(local)
+    assert [{**hit, "score": None} for hit in a] == [{**hit, "score": None} for hit in b]
+    assert [hit["score"] for hit in a] == pytest.approx([hit["score"] for hit in b], abs=2e-6)
 
 
 def test_a_client_loads_no_model_and_no_store(served: Served) -> None:

@@ -309,19 +309,53 @@ def test_plain_ascii_skips_ftfy_and_keeps_open_clips_ids(text: str) -> None:
 _TOKENIZER: dict[str, object] = {}
 
 
-def test_the_tokenizer_reads_its_tables_and_rebuilds_them_when_damaged(tmp_path: Path) -> None:
+def test_the_tokenizer_reads_its_tables_of_either_form_and_rebuilds_them_when_damaged(
+    tmp_path: Path,
+) -> None:
     import marshal
 
     from open_clip.tokenizer import default_bpe
 
     from searchmm.model.clip_tokenizer import TABLES_FILENAME
 
-    vocab = tmp_path / "bpe_simple_vocab_16e6.txt.gz"
+    vocab, tables = tmp_path / "bpe_simple_vocab_16e6.txt.gz", tmp_path / TABLES_FILENAME
     shutil.copyfile(default_bpe(), vocab)
     built = ClipTokenizer(vocab)
-    ids, ranks = dict(built.ids), built.ranks
-    ids["cat</w>"] = 12345  # a table that differs shows it is the one read
-    (tmp_path / TABLES_FILENAME).write_bytes(marshal.dumps((ids, ranks), 4))
+    built.save_tables(tables)
+    tokens, merges = marshal.loads(tables.read_bytes())
+    cat = tokens.index("cat</w>")
+    tokens[cat], tokens[12345] = tokens[12345], tokens[cat]  # tables that differ: the ones read
+    tables.write_bytes(marshal.dumps((tokens, merges), 4))
     assert ClipTokenizer(vocab)(["cat"])[0, 1] == 12345
-    (tmp_path / TABLES_FILENAME).write_bytes(b"\x00 not marshal data")
+    first_form = (  # what searchmm wrote before: dicts, the merges keyed by pairs
+        {token: i for i, token in enumerate(tokens)},
+        {tuple(merge.split()): rank for rank, merge in enumerate(merges)},
+    )
+    tables.write_bytes(marshal.dumps(first_form, 4))
+    assert ClipTokenizer(vocab)(["cat"])[0, 1] == 12345
+    tables.write_bytes(b"\x00 not marshal data")
     assert np.array_equal(ClipTokenizer(vocab)(["a cat"]), built(["a cat"]))
+
+
+def test_a_clip_text_tower_runs_only_the_tokens_a_text_has(store: Path) -> None:
+    """Its export takes any length; padding after the end token changes nothing, so a query
+    sends no padding (a tenth of the work for a short one)."""
+    import onnxruntime
+
+    from searchmm.model.onnx_encoder import normalised
+
+    spec = Engine(store).model_spec()
+    folder, manifest = find_export(store, spec) or pytest.fail("no export")
+    assert manifest.text_trim
+    session = onnxruntime.InferenceSession(str(folder / "text.onnx"))
+    assert isinstance(session.get_inputs()[0].shape[1], str)  # a named, dynamic axis
+    onnx = OnnxEncoder(spec, folder, manifest)
+    texts = ["a cat", "a photo of two dogs running on the beach", "word " * 100, "!"]
+    padded = onnx.tokenizer()(texts)
+    assert padded.shape[1] == 77
+    full = normalised(session.run(None, {"input": padded})[0])
+    alone = np.concatenate([onnx.encode_texts([text]) for text in texts])
+    assert (full * alone).sum(axis=1).min() >= 0.99999
+    assert (full * onnx.encode_texts(texts)).sum(axis=1).min() >= 0.99999
+    reference = load_encoder(spec, "cpu").encode_texts(texts)
+    assert (reference * alone).sum(axis=1).min() >= 0.99999

@@ -18,7 +18,8 @@ from searchmm.engine.locking import write_lock, write_lock_if_free
 from searchmm.errors import Hint, SearchmmError
 from searchmm.index.sync import IndexSet
 from searchmm.index.vector_index import VectorIndex
-from searchmm.store.reads import DB_FILENAME, StoreReads, open_reads
+from searchmm.store.connections import DB_FILENAME
+from searchmm.store.reads import StoreReads, open_reads
 from searchmm.vocabulary import KINDS, Kind
 
 if TYPE_CHECKING:

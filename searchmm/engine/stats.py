@@ -8,7 +8,7 @@ from typing import Any
 from searchmm.engine.directory import IndexDirectory
 from searchmm.index.sync import index_path
 from searchmm.model.spec import spec_of
-from searchmm.store.reads import DB_FILENAME
+from searchmm.store.connections import DB_FILENAME
 from searchmm.vocabulary import KINDS, Kind, Status
 
 

@@ -31,7 +31,7 @@ from searchmm.engine.engine import Engine
 from searchmm.errors import Hint, SearchmmError
 from searchmm.model.spec import ModelSpec
 from searchmm.settings import resolve_index_dir
-from searchmm.store.reads import DB_FILENAME
+from searchmm.store.connections import DB_FILENAME
 from searchmm.vocabulary import Kind, Status, Target
 
 from .datasets import RetrievalDataset

@@ -10,14 +10,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from searchmm.model.clip_tokenizer import ClipTokenizer
 from searchmm.model.onnx_files import IMAGE_FILE, TEXT_FILE, OnnxManifest
 from searchmm.model.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def normalised(features: np.ndarray) -> np.ndarray:
@@ -79,6 +81,8 @@ class OnnxEncoder:
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         limit = self.manifest.char_limit
         tokens = self.tokenizer()([text[:limit] for text in texts])
+        if self.manifest.text_trim:  # up to the last end token (CLIP's highest id): no padding
+            tokens = tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
         (features,) = self._session(TEXT_FILE).run(None, {"input": tokens})
         return normalised(features)
 

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ class OnnxManifest:
     tokenizer: str = CLIP_BPE  # or HF_TOKENIZERS: which of the two `vocab` is
     clean: str = "lower"  # open_clip's text cleaning before an HF tokenizer
     sep_id: int | None = None  # the separator id an HF tokenizer's output has zeroed
+    text_trim: bool = False  # the text tower takes any number of tokens: send no padding
     format: int = FORMAT
 
     @property
@@ -98,6 +100,7 @@ class OnnxManifest:
             "tokenizer": self.tokenizer,
             "clean": self.clean,
             "sep_id": self.sep_id,
+            "text_trim": self.text_trim,
         }
 
     @classmethod
@@ -116,6 +119,7 @@ class OnnxManifest:
             tokenizer=str(data.get("tokenizer", CLIP_BPE)),
             clean=str(data.get("clean", "lower")),
             sep_id=None if data.get("sep_id") is None else int(data["sep_id"]),
+            text_trim=bool(data.get("text_trim", False)),
             format=int(data["format"]),
         )
 
@@ -187,11 +191,14 @@ def _link_into(root: Path, source: Path, spec: ModelSpec) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def externalise_weights(graph: Path, out: Path) -> None:
-    """Write `graph` to `out` with its weights in `out` + WEIGHTS_SUFFIX beside it."""
+def externalise_weights(graph: Path, out: Path, edit: Callable[[Any], None] | None = None) -> None:
+    """Write `graph` to `out` with its weights in `out` + WEIGHTS_SUFFIX beside it (after
+    `edit` has changed the loaded model in place, if given)."""
     import onnx
 
     model = onnx.load(str(graph))
+    if edit is not None:
+        edit(model)
     onnx.save_model(
         model,
         str(out),

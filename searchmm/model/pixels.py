@@ -5,24 +5,27 @@ open_clip's eval transform for a square input is: resize the short side to the i
 (bicubic or bilinear, as PIL does it) and crop the centre, or resize both sides to it (squash,
 as SigLIP's), then scale bytes to [0, 1] and normalise per channel. `PixelRecipe` holds those
 numbers; it is read off the model's own transform when an export is made, and checked against
-it there on probe images.
+it there on probe images. Pillow is imported when an image is resized, not before: a text
+query never needs it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
-INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+if TYPE_CHECKING:
+    from PIL import Image
+
+INTERPOLATIONS = ("bicubic", "bilinear")  # names of PIL's resampling filters
 
 
 @dataclass(frozen=True)
 class PixelRecipe:
     size: int
-    interpolation: str  # a key of INTERPOLATIONS
+    interpolation: str  # one of INTERPOLATIONS
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     squash: bool = False  # both sides to `size` (SigLIP), instead of short side + centre crop
@@ -53,13 +56,16 @@ class PixelRecipe:
         return np.ascontiguousarray(((scaled - mean) / std).transpose(2, 0, 1))
 
     def _resized(self, image: Image.Image) -> Image.Image:
+        from PIL import Image
+
+        resample = Image.Resampling[self.interpolation.upper()]
         if self.squash:
-            return image.resize((self.size, self.size), INTERPOLATIONS[self.interpolation])
+            return image.resize((self.size, self.size), resample)
         width, height = image.size
         short, long = (width, height) if width <= height else (height, width)
         new_long = int(self.size * long / short)
         new_size = (self.size, new_long) if width <= height else (new_long, self.size)
-        return image.resize(new_size, INTERPOLATIONS[self.interpolation])
+        return image.resize(new_size, resample)
 
     def batch(self, images: list[Image.Image]) -> np.ndarray:
         return np.stack([self(image) for image in images])

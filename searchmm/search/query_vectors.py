@@ -1,4 +1,5 @@
-"""Query vectors: a text or an image encoded exactly as ingest encodes its items."""
+"""Query vectors: a text or an image encoded exactly as ingest encodes its items (the image
+decoding, and Pillow with it, is imported by an image query only)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import numpy as np
 
 from searchmm.errors import SearchmmError
 from searchmm.model.encoder import QueryEncoder
-from searchmm.sources.images import ImageDecodeError, draft_for, load_image
 
 
 def text_vector(encoder: QueryEncoder, text: str) -> np.ndarray:
@@ -19,6 +19,8 @@ def text_vector(encoder: QueryEncoder, text: str) -> np.ndarray:
 
 def image_vector(encoder: QueryEncoder, path: str | os.PathLike[str]) -> np.ndarray:
     """Decode a query image exactly as ingest does (same orientation, draft and preprocess)."""
+    from searchmm.sources.images import ImageDecodeError, draft_for, load_image
+
     try:
         image, _ = load_image(os.fspath(path), draft_size=draft_for(encoder.image_size))
     except ImageDecodeError as exc:

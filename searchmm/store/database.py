@@ -15,7 +15,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from searchmm.errors import Category, Hint, StoreError
-from searchmm.store.reads import DB_FILENAME, unusable
+from searchmm.store.connections import DB_FILENAME, unusable
 
 
 def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:

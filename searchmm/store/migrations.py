@@ -37,7 +37,7 @@ def prepare(store: Store) -> None:
     """Bring `store` to `SCHEMA_VERSION` (creating it if empty), or refuse it."""
     from sqlalchemy.exc import DatabaseError
 
-    from searchmm.store.reads import unusable
+    from searchmm.store.connections import unusable
 
     version = store.schema_version()
     if version == SCHEMA_VERSION:

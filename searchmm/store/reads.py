@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from searchmm.errors import Category, Hint, StoreError
+from searchmm.store.connections import DB_FILENAME, ReadConnections, unusable
 from searchmm.store.fspath import path_from_db, path_to_db
 from searchmm.store.migrations import SCHEMA_VERSION
 from searchmm.store.records import Delta, Item, ItemCounts, StoredModel
@@ -28,7 +28,6 @@ from searchmm.vocabulary import KINDS, ChangeOp, Kind, Status
 if TYPE_CHECKING:
     from searchmm.search.filters import Filters
 
-DB_FILENAME = "searchmm.db"
 CHUNK = 900  # ids per IN (...): below SQLite's bound-parameter limit
 
 _ITEM_COLUMNS = (
@@ -61,50 +60,9 @@ def open_reads(index_dir: Path) -> StoreReads:
     return Store(index_dir, create=False)
 
 
-class StoreReads:
+class StoreReads(ReadConnections):
     """Reads of `<index dir>/searchmm.db` (which must exist), answered with frozen `records`
     values."""
-
-    def __init__(self, index_dir: Path) -> None:
-        self.path = index_dir / DB_FILENAME
-        self._local = threading.local()
-        self._opened: list[sqlite3.Connection] = []
-        self._opened_lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._opened_lock:
-            opened, self._opened, self._local = self._opened, [], threading.local()
-        for connection in opened:
-            connection.close()
-
-    def _connect(self) -> sqlite3.Connection:
-        # mode=rw: a read never creates a missing file; no implicit transactions (see `_reading`)
-        uri = self.path.resolve().as_uri() + "?mode=rw"
-        connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        connection.execute("PRAGMA busy_timeout=30000")
-        return connection
-
-    @contextlib.contextmanager
-    def _reading(self, *, snapshot: bool = False) -> Iterator[sqlite3.Connection]:
-        """This thread's connection, in one transaction when `snapshot`; database errors become
-        one `StoreError` naming the file and what to do."""
-        try:
-            connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-            if connection is None:
-                connection = self._connect()
-                with self._opened_lock:
-                    self._opened.append(connection)
-                self._local.connection = connection
-            if not snapshot:
-                yield connection
-                return
-            connection.execute("BEGIN")
-            try:
-                yield connection
-            finally:
-                connection.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            raise unusable(self.path, exc) from exc
 
     # -- meta and model --------------------------------------------------------------------
 
@@ -295,22 +253,6 @@ def pruned_key(kind: Kind) -> str:
 def chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
-
-
-def unusable(path: Path, exc: BaseException) -> StoreError:
-    """A database error as one line that says what to do (SQLAlchemy's keep the driver's
-    error in `orig`)."""
-    detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-    if "locked" in detail or "busy" in detail:
-        return StoreError(
-            f"{path} is locked by another process ({detail}); try again", category=Category.BUSY
-        )
-    if "malformed" in detail or "not a database" in detail:
-        return StoreError(
-            f"{path} is damaged ({detail}): restore it from a backup, or move it aside "
-            "(with any -wal and -shm files) and ingest again to rebuild it"
-        )
-    return StoreError(f"cannot use {path} ({detail}): check the disk and permissions")
 
 
 def _chunked_items(db: sqlite3.Connection, kind: Kind, dim: int, chunk: int) -> ChunkedItems:

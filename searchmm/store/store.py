@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from searchmm.store.connections import DB_FILENAME as DB_FILENAME
 from searchmm.store.migrations import SCHEMA_VERSION as SCHEMA_VERSION
 from searchmm.store.migrations import prepare
-from searchmm.store.reads import DB_FILENAME as DB_FILENAME
 from searchmm.store.reads import StoreReads
 from searchmm.store.writes import StoreWrites
 
