@@ -86,7 +86,7 @@ import onnxruntime
 mark("import onnxruntime")
 session = encoder._session("text.onnx")
 mark("text tower session")
-tokens = encoder.tokenizer()([sys.argv[2]])
+tokens = encoder.text_tokens([sys.argv[2]])
 mark("tokenizer load, tokenize")
 (features,) = session.run(None, {"input": tokens})
 mark("encode")

@@ -25,6 +25,7 @@ EXACT_THRESHOLD = 100_000
 EXACT_FILTER_LIMIT = 20_000
 
 EXPORT_SHARD_SIZE = 1_000_000  # rows per .npy/.parquet shard of `searchmm export`
+IMPORT_BATCH_ROWS = 5_000  # rows per commit of `searchmm import`
 
 DUPES_THRESHOLD = 0.95  # cosine similarity at which two images count as near-duplicates
 

@@ -65,9 +65,9 @@ def test_schema1_store_is_upgraded_and_answers_as_before(old_store: Path) -> Non
                 _same_up_to_ties([[h.item.id, h.score] for h in hits], expected)
         hits = engine.search_item(1, k=5)
         _same_up_to_ties([[h.item.id, h.score] for h in hits], EXPECTED["item:1"])
-    assert _version(old_store) == SCHEMA_VERSION == 2
+    assert _version(old_store) == SCHEMA_VERSION == 3
     history = _sql(old_store, "SELECT version, applied_at, searchmm_version FROM schema_history")
-    assert [row[0] for row in history] == [2] and all(history[0])
+    assert [row[0] for row in history] == [3] and all(history[0])
     indexes = {row[0] for row in _sql(old_store, "SELECT name FROM sqlite_master")}
     assert "ix_items_kind_status" in indexes
 
@@ -144,5 +144,5 @@ def test_concurrent_openers_upgrade_once(old_store: Path) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert _version(old_store) == 2
-    assert [row[0] for row in _sql(old_store, "SELECT version FROM schema_history")] == [2]
+    assert _version(old_store) == 3
+    assert [row[0] for row in _sql(old_store, "SELECT version FROM schema_history")] == [3]

@@ -14,7 +14,7 @@ import sys
 import typer
 
 from .bench import bench_app
-from .exchange import export
+from .exchange import export, import_
 from .ingest import ingest
 from .manage import dupes, reindex, remove, stats
 from .models import models
@@ -33,6 +33,7 @@ app = typer.Typer(
 
 for command in (ingest, query, dupes, stats, remove, reindex, export, models, serve):
     app.command()(command)
+app.command("import")(import_)
 app.add_typer(bench_app, name="bench", help="Retrieval benchmarks: COCO and Flickr Recall@K, MRR")
 
 

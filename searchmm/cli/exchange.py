@@ -1,4 +1,5 @@
-"""`searchmm export`: the store's vectors and metadata for clip-retrieval and autofaiss."""
+"""`searchmm export` and `searchmm import`: vectors and metadata in clip-retrieval's layout,
+out for clip-retrieval and autofaiss, in from them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ import typer
 from searchmm import defaults
 
 from .errors import user_errors
-from .options import IndexDir, JsonFlag, open_engine
+from .options import (
+    IndexDir,
+    JsonFlag,
+    ModelConfig,
+    ModelName,
+    Pretrained,
+    Wait,
+    model_spec,
+    open_engine,
+)
 from .output import emit_json
 
 
@@ -35,4 +45,46 @@ def export(
         typer.echo(
             f"{summary.images} image and {summary.texts} text vectors ({summary.dtype}) "
             f"written to {summary.out} ({len(summary.files)} files, {summary.elapsed_s:.1f} s)"
+        )
+
+
+@user_errors
+def import_(
+    source: Annotated[Path, typer.Argument(help="A folder of img_emb/, text_emb/ and metadata")],
+    index_dir: IndexDir = None,
+    model: ModelName = None,
+    pretrained: Pretrained = None,
+    model_config: ModelConfig = None,
+    batch_rows: Annotated[
+        int, typer.Option("--batch-rows", help="Rows per commit (a rerun resumes after one)")
+    ] = defaults.IMPORT_BATCH_ROWS,
+    wait: Wait = 0.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Import vectors made elsewhere: clip-retrieval's img_emb/*.npy, text_emb/*.npy and
+    metadata/*.parquet, or what `searchmm export` writes. --model names the model that made
+    them (default: the folder's model.json, else the store's). Images whose files are not on
+    this machine are kept as external items; importing the same folder again changes nothing,
+    and an interrupted import resumes."""
+    from tqdm import tqdm
+
+    spec = model_spec(model, pretrained, model_config)
+    with (
+        open_engine(index_dir, model=spec) as engine,
+        tqdm(unit="rows", disable=as_json or None, desc="import") as bar,
+    ):
+
+        def advance(done: int) -> None:
+            bar.update(done - bar.n)
+
+        summary = engine.import_embeddings(
+            source, batch_rows=batch_rows, wait=wait, progress=advance
+        )
+    if as_json:
+        emit_json(summary.to_json())
+    else:
+        typer.echo(
+            f"{summary.images} image and {summary.texts} text rows from {summary.source}: "
+            f"{summary.added} added ({summary.external} external images), {summary.updated} "
+            f"updated, {summary.unchanged} unchanged in {summary.elapsed_s:.1f} s"
         )

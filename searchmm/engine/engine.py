@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Unpack
 
 import numpy as np
@@ -24,7 +24,6 @@ from searchmm.engine.directory import IndexDirectory
 from searchmm.engine.model_binding import ModelBinding
 from searchmm.engine.searcher import Searcher
 from searchmm.engine.stats import Stats, collect_stats
-from searchmm.errors import Hint, SearchmmError
 from searchmm.ingest.summary import IngestOptions, IngestSummary
 from searchmm.model.backend import Backend
 from searchmm.model.encoder import Encoder, QueryEncoder
@@ -40,19 +39,19 @@ from searchmm.vocabulary import KINDS, Kind, Target
 
 if TYPE_CHECKING:
     from searchmm.exchange.export import ExportSummary
+    from searchmm.exchange.importer import ImportSummary
 
 
 class Engine:
     """One index directory: its SQLite store, its one model and its FAISS indexes.
 
-    `model` is needed only for the first ingest (later the recorded model is used); giving a
-    different one for an existing store raises `ModelMismatchError`. Nothing is opened or loaded
+    `model` is needed only for the first ingest or import (later the recorded model is used);
+    another one for an existing store raises `ModelMismatchError`. Nothing is opened or loaded
     until a method needs it; `load_model()` loads the weights explicitly. `backend` (default
-    `$SEARCHMM_BACKEND`, else auto) says what encodes: `auto` the model's verified ONNX export
-    when there is one (for ingest, on the CPU), else torch; `onnx` only the export; `torch`
-    only torch. `quick_start` suits a process that answers a query or two and exits: the ONNX
-    sessions start in a fraction of the time and run a third slower (no weight prepacking).
-    """
+    `$SEARCHMM_BACKEND`, else auto): `auto` encodes with the model's verified ONNX export when
+    there is one (for ingest, on the CPU), else torch; `onnx` only the export; `torch` only
+    torch. `quick_start` suits a process that answers a query or two and exits (ONNX sessions
+    start in a fraction of the time and run slower: no weight prepacking)."""
 
     def __init__(
         self,
@@ -87,8 +86,7 @@ class Engine:
 
     def model_spec(self) -> ModelSpec:
         """The store's model, or the requested (else default) one for a new store."""
-        stored = self._directory.reads().get_model() if self._directory.exists() else None
-        return self._model.spec(stored)
+        return self._model.spec(self._stored_model())
 
     @property
     def model_loaded(self) -> bool:
@@ -123,14 +121,10 @@ class Engine:
         exact_decode: bool = False,
     ) -> IngestSummary:
         """Add new and changed files under `paths`, drop the ones that are gone, update indexes.
-
         Setting `stop` (from another thread, or a signal handler) ends the ingest after the
         batch in flight, which is committed; the summary then says `interrupted`.
         `exact_decode` decodes images as the reference pipelines do (see `load_image`), for
-        benchmarks; it applies to the images encoded now, not to those already stored.
-        """
-        if batch_size < 1 or workers < 0:
-            raise SearchmmError("need batch_size >= 1 and workers >= 0", hint=Hint.BATCH_OPTIONS)
+        benchmarks; it applies to the images encoded now, not to those already stored."""
         options = IngestOptions(
             batch_size=batch_size,
             workers=workers,
@@ -157,6 +151,23 @@ class Engine:
             self._model.keep_export(stored)  # once: for torch-free queries and ingests
         return summary
 
+    def import_embeddings(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        batch_rows: int = defaults.IMPORT_BATCH_ROWS,
+        wait: float = 0.0,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportSummary:
+        """Vectors from clip-retrieval or `searchmm export` (`exchange.importer` says how)."""
+        from searchmm.exchange.importer import import_source, prepare_import
+
+        folder, record = prepare_import(source, self._model.requested, self._stored_model())
+        with self._directory.writing(wait) as store:
+            summary = import_source(store, folder, record, batch_rows=batch_rows, progress=progress)
+            self._directory.sync()
+        return summary
+
     def remove(self, paths: Sequence[str | os.PathLike[str]], *, wait: float = 0.0) -> int:
         """Forget every item stored under the given paths (files or folders); returns how many."""
         with self._directory.writing(wait) as store:
@@ -175,11 +186,8 @@ class Engine:
 
     def search(self, terms: Sequence[Term], **options: Unpack[SearchKwargs]) -> list[Hit]:
         """Search with a weighted combination of texts, images and stored items (`Term`).
-
         Options (`SearchOptions`): `target` ("images" or "texts"), `k`, `offset` (paging),
-        `threshold` (drop hits scoring below it) and `filters` (`Filters`: k results whenever k
-        items match).
-        """
+        `threshold` (drop hits below it), `filters` (`Filters`: k results whenever k match)."""
         return self._searcher.search(terms, SearchOptions.of(options))
 
     def search_text(self, text: str, **options: Unpack[SearchKwargs]) -> list[Hit]:
@@ -233,5 +241,4 @@ class Engine:
         """The stored vectors and their metadata under `out` in clip-retrieval's layout."""
         from searchmm.exchange.export import export_embeddings
 
-        store = self._directory.reads()
-        return export_embeddings(store, out, shard_size=shard_size, dtype=dtype)
+        return export_embeddings(self._directory.reads(), out, shard_size=shard_size, dtype=dtype)

@@ -178,35 +178,41 @@ class _Shards:
         columns: dict[str, list[Any]] = {
             "id": [i.id for i in items],
             "content_digest": [i.content_digest for i in items],
-            "metadata": [json.dumps(i.meta, ensure_ascii=False) if i.meta else None for i in items],
+            "metadata": [
+                None if i.meta is None else json.dumps(i.meta, ensure_ascii=False) for i in items
+            ],
+            "file_size": [i.file_size for i in items],
+            "mtime_ns": [i.file_mtime_ns for i in items],
         }
         if self.kind is Kind.IMAGE:
             columns.update(
                 image_path=[display_path(i.path) for i in items],
                 width=[i.width for i in items],
                 height=[i.height for i in items],
-                file_size=[i.file_size for i in items],
-                mtime_ns=[i.file_mtime_ns for i in items],
             )
         else:
             columns.update(
                 caption=[i.text for i in items],
                 source=[display_path(i.path) for i in items],
                 locator=[i.locator for i in items],
+                file_digest=[i.file_digest for i in items],  # of the collection file
             )
         return self.pa.table(columns, schema=self.schema)
 
 
 def _schema(pa: Any, kind: Kind) -> Any:
-    common = [("content_digest", pa.string()), ("metadata", pa.string())]
+    common = [
+        ("file_size", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("content_digest", pa.string()),
+        ("metadata", pa.string()),
+    ]
     if kind is Kind.IMAGE:
         fields = [
             ("id", pa.int64()),
             ("image_path", pa.string()),
             ("width", pa.int32()),
             ("height", pa.int32()),
-            ("file_size", pa.int64()),
-            ("mtime_ns", pa.int64()),
             *common,
         ]
     else:
@@ -215,6 +221,7 @@ def _schema(pa: Any, kind: Kind) -> Any:
             ("caption", pa.string()),
             ("source", pa.string()),
             ("locator", pa.string()),
+            ("file_digest", pa.string()),
             *common,
         ]
     return pa.schema(fields)

@@ -44,6 +44,11 @@ class StoredFile:
     def error(self) -> str:
         return next((i.error for i in self.items if i.error), None) or "failed before"
 
+    @property
+    def external(self) -> bool:
+        """Imported, its file on another machine: never taken as gone."""
+        return all(item.external for item in self.items)
+
     def same_stat(self, entry: FileEntry) -> bool:
         return all(
             (i.file_size, i.file_mtime_ns) == (entry.size, entry.mtime_ns) for i in self.items
@@ -109,7 +114,11 @@ def plan_files(
     """
     plan = FilePlan()
     seen = {e.path for e in entries}
-    gone = [f for p, f in stored.items() if p not in seen and under(p, roots) and not exists(p)]
+    gone = [
+        f
+        for p, f in stored.items()
+        if p not in seen and under(p, roots) and not f.external and not exists(p)
+    ]
     gone_by_digest = {f.digest: f for f in gone if f.ok and f.digest}
     for entry in entries:
         known = stored.get(entry.path)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from searchmm import defaults
+from searchmm.errors import Hint, SearchmmError
 
 
 @dataclass
@@ -54,3 +55,7 @@ class IngestOptions:
     text_field: str = "text"
     progress: bool = True
     exact_decode: bool = False  # decode as the reference pipelines do (benchmarks)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.workers < 0:
+            raise SearchmmError("need batch_size >= 1 and workers >= 0", hint=Hint.BATCH_OPTIONS)

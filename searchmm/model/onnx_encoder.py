@@ -78,12 +78,17 @@ class OnnxEncoder:
                     self._tokenizer = HfTextTokenizer(vocab, manifest.clean, manifest.sep_id)
             return self._tokenizer
 
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def text_tokens(self, texts: Sequence[str]) -> np.ndarray:
+        """What the text tower is given: the token ids, up to the last end token (CLIP's highest
+        id) when the tower takes any length, else padded to the context."""
         limit = self.manifest.char_limit
         tokens = self.tokenizer()([text[:limit] for text in texts])
-        if self.manifest.text_trim:  # up to the last end token (CLIP's highest id): no padding
+        if self.manifest.text_trim:
             tokens = tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
-        (features,) = self._session(TEXT_FILE).run(None, {"input": tokens})
+        return tokens
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        (features,) = self._session(TEXT_FILE).run(None, {"input": self.text_tokens(texts)})
         return normalised(features)
 
     def preprocess(self, image: Image.Image) -> np.ndarray:

@@ -26,6 +26,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         " \n\tsearchmm_version TEXT NOT NULL, \n\tPRIMARY KEY (version)\n)",
         "CREATE INDEX ix_items_kind_status ON items (kind, status)",
     ),
+    # 3: imported items whose files are not on this machine, which no ingest removes.
+    3: ("ALTER TABLE items ADD COLUMN external BOOLEAN DEFAULT '0' NOT NULL",),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -33,7 +33,7 @@ CHUNK = 900  # ids per IN (...): below SQLite's bound-parameter limit
 _ITEM_COLUMNS = (
     "items.id, items.kind, items.path, items.locator, items.text, items.content_digest, "
     "items.file_digest, items.file_size, items.file_mtime_ns, items.width, items.height, "
-    "items.status, items.error, items.metadata"
+    "items.status, items.error, items.metadata, items.external"
 )
 _MODEL_COLUMNS = "id, name, pretrained, config_json, checkpoint_digest, seed, dim, software"
 _EMBEDDED_OF_KIND = (
@@ -287,6 +287,7 @@ def _item(row: Sequence[Any]) -> Item:
         status=Status(row[11]),
         error=row[12],
         meta=json.loads(row[13]) if row[13] is not None else None,
+        external=bool(row[14]),
     )
 
 

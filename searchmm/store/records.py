@@ -34,6 +34,7 @@ class Item:
     status: Status
     error: str | None
     meta: dict[str, Any] | None
+    external: bool = False  # imported, its file not on this machine: no ingest removes it
 
     def to_json(self) -> dict[str, Any]:
         """The user-facing fields, for --json output and the server."""
@@ -99,6 +100,34 @@ class EncodedText:
     meta: dict[str, Any] | None
     vector: np.ndarray
     replaces: int | None = None
+
+
+@dataclass(frozen=True)
+class ImportedItem:
+    """One row of an import: an item as another tool described it, with its vector.
+    `wanted_id` is kept when the store has never given out that id (a round trip)."""
+
+    kind: Kind
+    path: str
+    locator: str
+    text: str | None
+    content_digest: str | None
+    file_digest: str | None  # an image's content digest; a text's collection file's
+    file_size: int
+    file_mtime_ns: int
+    width: int | None
+    height: int | None
+    meta: dict[str, Any] | None
+    external: bool
+    vector: np.ndarray
+    wanted_id: int | None = None
+
+
+@dataclass
+class ImportCounts:
+    added: int = 0
+    updated: int = 0  # the same item (kind, path, locator) with another vector or description
+    unchanged: int = 0
 
 
 @dataclass(frozen=True)

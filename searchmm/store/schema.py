@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     ForeignKey,
     Index,
     Integer,
@@ -105,6 +106,8 @@ class ItemRow(Base):
     status: Mapped[str] = mapped_column(String, default=Status.OK.value)
     error: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    # imported, its file not on this machine: no ingest removes it (`searchmm remove` does)
+    external: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class EmbeddingRow(Base):

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import CursorResult, delete, select, text, update
+from sqlalchemy import CursorResult, delete, insert, null, select, text, update
 from sqlalchemy.orm import Session
 
 from searchmm.store.database import Database
@@ -21,6 +21,8 @@ from searchmm.store.records import (
     EncodedText,
     FailedImage,
     FileState,
+    ImportCounts,
+    ImportedItem,
     StoredModel,
 )
 from searchmm.store.schema import ChangeRow, EmbeddingRow, ItemRow, MetaRow, ModelRow
@@ -152,11 +154,103 @@ class StoreWrites(Database):
                 removed += _rowcount(deleted)
         return removed
 
+    def import_items(self, rows: Sequence[ImportedItem]) -> ImportCounts:
+        """One batch of imported rows, in one transaction. A row whose item (kind, path,
+        locator) is stored already (or came earlier in the batch) changes it only if its vector
+        differs: the first description of an item wins. A new one keeps its wanted id when the
+        store never gave that id out, else gets the next one. So importing the same rows again,
+        or resuming after a crash, gives the same store."""
+        counts = ImportCounts()
+        with self.session() as s, s.begin():
+            known = _known_items(s, rows)
+            next_id = int(s.scalar(text(_LAST_ITEM_ID)) or 0) + 1
+            new_items: list[dict[str, Any]] = []
+            for row in rows:
+                blob = np.asarray(row.vector, dtype=np.float32).tobytes()
+                key = (row.kind, row.path, row.locator)
+                found = known.get(key)
+                if found is None:
+                    item_id = row.wanted_id if (row.wanted_id or 0) >= next_id else next_id
+                    assert item_id is not None
+                    next_id = item_id + 1
+                    new_items.append({"id": item_id, **_imported_fields(row), "vector": blob})
+                    known[key] = (item_id, _PENDING)  # the batch's later rows of it are kept
+                    continue
+                item_id, stored_blob = found
+                if stored_blob in (_PENDING, blob):
+                    counts.unchanged += 1
+                    continue
+                fields = _imported_fields(row)
+                s.execute(update(ItemRow).where(ItemRow.id == item_id).values(**fields))
+                s.merge(EmbeddingRow(item_id=item_id, vector=blob))
+                s.add(ChangeRow(kind=row.kind, item_id=item_id, op=ChangeOp.UPDATE))
+                counts.updated += 1
+            if new_items:
+                s.execute(
+                    insert(ItemRow),
+                    [{k: v for k, v in r.items() if k != "vector"} for r in new_items],
+                )
+                s.execute(
+                    insert(EmbeddingRow),
+                    [{"item_id": r["id"], "vector": r["vector"]} for r in new_items],
+                )
+                s.execute(
+                    insert(ChangeRow),
+                    [
+                        {"kind": r["kind"], "item_id": r["id"], "op": ChangeOp.ADD}
+                        for r in new_items
+                    ],
+                )
+            counts.added = len(new_items)
+        return counts
+
     def remove_under(self, roots: Sequence[str]) -> int:
         """Delete every item (image file or text record) stored at or under the given paths."""
         with self.session() as s:
             rows = s.execute(select(ItemRow.id, ItemRow.path)).all()
         return self.delete_items(i for i, path in rows if under(path, roots))
+
+
+_LAST_ITEM_ID = "SELECT seq FROM sqlite_sequence WHERE name = 'items'"
+_PENDING = b""  # the vector of an item this batch inserts (no stored vector is empty)
+
+
+def _imported_fields(row: ImportedItem) -> dict[str, Any]:
+    """The item columns an imported row sets (all of them, so that a re-import can compare)."""
+    return {
+        "kind": row.kind,
+        "path": row.path,
+        "locator": row.locator,
+        "text": row.text,
+        "content_digest": row.content_digest,
+        "file_digest": row.file_digest,
+        "file_size": row.file_size,
+        "file_mtime_ns": row.file_mtime_ns,
+        "width": row.width,
+        "height": row.height,
+        "status": Status.OK,
+        "error": None,
+        "meta": row.meta if row.meta is not None else null(),  # SQL NULL, as ingest leaves it
+        "external": row.external,
+    }
+
+
+def _known_items(
+    s: Session, rows: Sequence[ImportedItem]
+) -> dict[tuple[str, str, str], tuple[int, bytes | None]]:
+    """The stored items among the rows' (kind, path, locator): their ids and vectors."""
+    wanted = {(r.kind, r.path, r.locator) for r in rows}
+    found: dict[tuple[str, str, str], tuple[int, bytes | None]] = {}
+    for chunk in chunks(sorted({path for _, path, _ in wanted})):
+        stored = s.execute(
+            select(ItemRow.id, ItemRow.kind, ItemRow.path, ItemRow.locator, EmbeddingRow.vector)
+            .outerjoin(EmbeddingRow, EmbeddingRow.item_id == ItemRow.id)
+            .where(ItemRow.path.in_(chunk))
+        )
+        for item_id, kind, path, locator, blob in stored:
+            if (kind, path, locator) in wanted:
+                found[(kind, path, locator)] = (item_id, blob)
+    return found
 
 
 def _image_row(s: Session, file: FileState, replaces: int | None) -> ItemRow:
