@@ -45,8 +45,10 @@ class Database:
                 f"no index at {index_dir}", hint=Hint.INGEST_FIRST, category=Category.INVALID
             )
         index_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            self.path.touch()  # an empty file is an empty database, which the reads can open
+        try:  # an empty file is an empty database, which the reads can open
+            self.path.touch(exist_ok=False)
+        except FileExistsError:
+            pass
         except OSError as exc:
             raise unusable(self.path, exc) from exc
         self.engine: Engine = create_engine(f"sqlite:///{self.path}")
