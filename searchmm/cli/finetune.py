@@ -130,7 +130,7 @@ def finetune(
         report = run(
             pairs, spec, output, options, resume=resume, stop=stop, on_epoch=on_epoch,
             progress=not as_json and sys.stderr.isatty(),
-        )  # fmt: skip
+        ).report  # fmt: skip
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -156,5 +156,7 @@ def print_report(report: FinetuneReport, pairs: PairSet, captions: Path) -> None
         typer.echo(f"  failed: {shown(str(captions))} [{locator}]: {reason}")
     for path, reason in sorted(report.skipped.items()):
         typer.echo(f"  skipped: {shown(path)}: {reason}")
-    if report.interrupted:
+    if report.interrupted and best is None:
+        typer.echo("interrupted before the first epoch ended: run it again")
+    elif report.interrupted:
         typer.echo("interrupted: the last completed epoch is kept; --resume continues the run")

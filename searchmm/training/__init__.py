@@ -3,7 +3,8 @@
 
     from searchmm.training import FinetuneOptions, finetune, read_pairs
     pairs = read_pairs("photos", "captions.jsonl")
-    report = finetune(pairs, ModelSpec(), "tuned.safetensors", FinetuneOptions(epochs=5))
+    run = finetune(pairs, ModelSpec(), "tuned.safetensors", FinetuneOptions(epochs=5))
+    print(run.report.to_markdown())
 
 Names are resolved on first use: the CLI imports this package's modules only when it runs.
 """
@@ -14,13 +15,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .loop import finetune
+    from .loop import Finetuned, finetune
     from .options import FinetuneOptions
     from .pairs import PairSet, read_pairs, split_by_image
     from .report import EpochRecord, FinetuneReport
 
 _WHERE = {
     "finetune": "loop",
+    "Finetuned": "loop",
     "FinetuneOptions": "options",
     "PairSet": "pairs",
     "read_pairs": "pairs",
@@ -33,6 +35,7 @@ __all__ = [
     "EpochRecord",
     "FinetuneOptions",
     "FinetuneReport",
+    "Finetuned",
     "PairSet",
     "finetune",
     "read_pairs",

@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,16 @@ if TYPE_CHECKING:
     from searchmm.model.encoder import TorchEncoder
     from searchmm.sources.loader import DecodedBatch
 
+
+@dataclass(frozen=True)
+class Finetuned:
+    """What a run made: its report, and the model as its last epoch left it (in eval mode; the
+    checkpoint holds the best epoch, the same one when there is no val split)."""
+
+    report: FinetuneReport
+    encoder: TorchEncoder
+
+
 EpochCallback = Callable[[EpochRecord, bool], None]  # (record, whether it is the best so far)
 LOGIT_SCALE_MAX = math.log(100)  # open_clip's clamp: a temperature no lower than 1/100
 
@@ -59,7 +70,7 @@ def finetune(
     stop: threading.Event | None = None,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
-) -> FinetuneReport:
+) -> Finetuned:
     """Fine-tune `spec` on `pairs` and write the best epoch's weights to `output` (.safetensors),
     with its report beside it. `resume` continues the interrupted run of the same `output`."""
     options = options or FinetuneOptions()
@@ -91,8 +102,8 @@ def finetune(
     if not report.interrupted:
         files.resume.unlink(missing_ok=True)
     report.write(files, plot=True)
-    trainer.encoder.model.eval()
-    return report
+    encoder.model.eval()
+    return Finetuned(report, encoder)
 
 
 def _since(started: float) -> float:
