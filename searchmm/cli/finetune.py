@@ -15,17 +15,14 @@ from .errors import user_errors
 from .ingest import first_ctrl_c_stops
 from .options import (
     DEFAULT_DEVICE,
-    DEFAULT_WORKERS,
     Device,
     IndexDir,
     JsonFlag,
     ModelConfig,
     ModelName,
     Pretrained,
-    Workers,
     model_spec,
     open_engine,
-    workers_or_default,
 )
 from .output import emit_json, shown
 
@@ -88,7 +85,14 @@ def finetune(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the interrupted run of --output")
     ] = False,
-    workers: Workers = DEFAULT_WORKERS,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Decode worker processes",
+            show_default="0 on the CPU, else half the cores",
+        ),
+    ] = None,
     device: Device = DEFAULT_DEVICE,
     as_json: JsonFlag = False,
 ) -> None:
@@ -107,7 +111,7 @@ def finetune(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         warmup_steps=warmup_steps, freeze_image=freeze_image, freeze_text=freeze_text,
         lock_image_layers=lock_image_layers, val_split=val_split, seed=seed,
-        workers=workers_or_default(workers), device=device,
+        workers=workers, device=device,
     )  # fmt: skip
     options.check()
     pairs = read_pairs(images, captions, text_field=text_field, image_field=image_field)

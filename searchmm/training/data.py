@@ -9,6 +9,7 @@ Bad images come back as failures beside the good ones (ingest's `DecodedBatch`),
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,12 @@ class NumpyTransform:
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         return np.asarray(self.transform(image).numpy(), dtype=np.float32)
+
+
+def _ignore_ctrl_c(_worker: int) -> None:
+    """Ctrl-C reaches the whole process group: a worker dying of it would fail the next batch
+    before the main process could stop between steps."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def steps_per_epoch(images: int, batch_size: int) -> int:
@@ -63,7 +70,9 @@ def train_batches(
     generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
     torch.manual_seed(epoch_seed(seed, epoch))  # augmentation in this process (workers: 0)
     decoder = ImageDecoder(pairs.image_paths, NumpyTransform(transform), draft_size)
-    extra: dict[str, Any] = {"multiprocessing_context": "fork"} if workers else {}
+    extra: dict[str, Any] = {}
+    if workers:  # forked as ingest's decode workers are; only the main process stops a run
+        extra = {"multiprocessing_context": "fork", "worker_init_fn": _ignore_ctrl_c}
     loader: Iterable[DecodedBatch] = torch.utils.data.DataLoader(
         decoder,  # type: ignore[arg-type]
         batch_size=min(batch_size, len(pairs)),

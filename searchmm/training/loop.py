@@ -75,6 +75,12 @@ def finetune(
     with its report beside it. `resume` continues the interrupted run of the same `output`."""
     options = options or FinetuneOptions()
     options.check()
+    if spec.is_hub_model:
+        raise SearchmmError(
+            f"cannot fine-tune {spec.name}: open_clip loads hf-hub: and local-dir: models with "
+            "their own weights only, so nothing could load the new ones; fine-tune the "
+            "architecture by its open_clip name, with its weights as the pretrained tag"
+        )
     files = RunFiles.beside(output)
     train, val = split_by_image(pairs, options.val_split, options.seed)
     settings = {"model": spec.identity(), "pairs": pairs.digest(), **options.recipe()}
@@ -146,6 +152,7 @@ class Trainer:
         self.encoder, self.model = encoder, encoder.model
         self.train, self.val, self.options, self.files = train, val, options, files
         self.stop, self.progress = stop, progress
+        self.workers = options.decode_workers(encoder.device)
         choose_trainable(self.model, options)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.steps = steps_per_epoch(len(train), options.batch_size)
@@ -174,7 +181,7 @@ class Trainer:
             if state["scaler"]:  # empty unless it ran fp16 on CUDA
                 self.scaler.load_state_dict(state["scaler"])
             report = FinetuneReport.from_dict(state["report"])
-            report.interrupted = False
+            report.interrupted, report.device = False, self.encoder.device
             return report
         data = {
             "images": len(pairs),
@@ -201,7 +208,7 @@ class Trainer:
     def evaluated(self, record: EpochRecord, report: FinetuneReport) -> EpochRecord:
         if len(self.val):
             self.model.eval()
-            batch_size, workers = self.options.batch_size, self.options.workers
+            batch_size, workers = self.options.batch_size, self.workers
             metrics, failures = evaluate(
                 self.encoder, self.val, batch_size=batch_size, workers=workers
             )
@@ -222,7 +229,7 @@ class Trainer:
             seed=self.options.seed,
             epoch=epoch,
             batch_size=self.options.batch_size,
-            workers=self.options.workers,
+            workers=self.workers,
             draft_size=draft_for(self.encoder.image_size),
         )
         losses: list[float] = []

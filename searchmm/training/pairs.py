@@ -68,7 +68,7 @@ def read_pairs(
     records name the image in `image_field` (default `image`) beside the caption in
     `text_field`. Raises `SearchmmError` when no pair is left.
     """
-    folder = Path(images_dir)
+    folder = Path(images_dir).expanduser().absolute()
     if not folder.is_dir():
         raise SearchmmError(f"images folder {folder} does not exist or is not a folder")
     path = os.fspath(captions_file)
