@@ -279,13 +279,17 @@ def test_the_command_fine_tunes_and_its_checkpoint_serves_a_new_store(
     assert [r["epoch"] for r in report["history"]] == [0, 1, 2]
     assert report["data"]["val_images"] == 14 and report["data"]["train_images"] == 130
 
-    # The new weights serve a new store: ingest and query with --pretrained.
+    # The new weights serve a new store: ingest with --pretrained, then query with torch and
+    # with the ONNX export that ingest made of them (the same hits).
     index = tmp_path / "index"
     model = ["--model-config", micro_config, "--pretrained", out]
     invoke("ingest", images, "--index-dir", index, *model, "--workers", 0)
-    hits = invoke_json("query", "a red circle", "--index-dir", index, "-k", 3, "--no-server")
-    assert len(hits) == 3
     assert invoke_json("stats", "--index-dir", index)["model"]["pretrained"] == str(out)
+    query = ["query", "a red circle", "--index-dir", index, "-k", 3, "--no-server"]
+    by_torch = invoke_json(*query, "--backend", "torch")
+    by_onnx = invoke_json(*query, "--backend", "onnx")
+    assert [h["path"] for h in by_onnx] == [h["path"] for h in by_torch] and len(by_torch) == 3
+    assert [h["score"] for h in by_onnx] == pytest.approx([h["score"] for h in by_torch], abs=1e-4)
 
     # Without model options the store's model is fine-tuned, and the store stays as it was.
     before = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in index.iterdir()}

@@ -61,7 +61,7 @@ class FinetuneOptions:
     def decode_workers(self, device: str) -> int:
         """The given count, else none on the CPU and half the cores on a GPU. On the CPU the
         model bounds a step, and a worker forked from a trainer whose weights change at every
-        step makes the kernel copy them page by page (ViT-B-32: 4 to 8 times slower steps); on
+        step makes the kernel copy them page by page (ViT-B-32: 3 to 8 times slower epochs); on
         a GPU the weights live on the device and decoding is what a step waits for."""
         if self.workers is not None:
             return self.workers
