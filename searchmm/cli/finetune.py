@@ -151,7 +151,8 @@ def print_report(report: FinetuneReport, pairs: PairSet, captions: Path) -> None
     else:
         figures = ""
         if best.mean_recall is not None and before is not None and before.mean_recall is not None:
-            figures = f": mean recall {best.mean_recall:.4f} (before: {before.mean_recall:.4f})"
+            figures = f": mean recall {best.mean_recall:.4f} (before: {before.mean_recall:.4f}"
+            figures += ", no better)" if best.mean_recall <= before.mean_recall else ")"
         typer.echo(f"best epoch {best.epoch}{figures}; weights in {shown(report.checkpoint)}")
     from searchmm.training.checkpoint import RunFiles
 

@@ -1,6 +1,7 @@
 """Contrastive fine-tuning of an open_clip model on image-caption pairs, to a checkpoint that
 `--pretrained` loads everywhere.
 
+    from searchmm import ModelSpec
     from searchmm.training import FinetuneOptions, finetune, read_pairs
     pairs = read_pairs("photos", "captions.jsonl")
     run = finetune(pairs, ModelSpec(), "tuned.safetensors", FinetuneOptions(epochs=5))
