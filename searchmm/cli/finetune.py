@@ -96,13 +96,14 @@ def finetune(
     device: Device = DEFAULT_DEVICE,
     as_json: JsonFlag = False,
 ) -> None:
-    """Fine-tune a model on your image-caption pairs (CLIP's contrastive loss, SigLIP's for
-    SigLIP models): after each epoch it reports held-out Recall@1/5/10 and MRR, as `searchmm
-    bench` computes them, and keeps the best epoch in --output, with a report beside it.
+    """Fine-tune a model on your image-caption pairs, to a checkpoint that --pretrained loads.
 
-    The model is --model/--pretrained/--model-config, else the model of --index-dir's store;
-    the store is not changed. Use the weights with --pretrained OUTPUT in a new --index-dir.
-    Ctrl-C keeps the last completed epoch; --resume continues from it."""
+    CLIP's contrastive loss (SigLIP's for SigLIP models). After each epoch it reports held-out
+    Recall@1/5/10 and MRR, as `searchmm bench` computes them, and keeps the best epoch in
+    --output, with a report beside it. The model is --model/--pretrained/--model-config, else
+    the model of --index-dir's store; no store is changed: use the new weights with
+    --pretrained OUTPUT in a new --index-dir. Ctrl-C keeps the last completed epoch; --resume
+    continues from it."""
     from searchmm.training.loop import finetune as run
     from searchmm.training.options import FinetuneOptions
     from searchmm.training.pairs import read_pairs

@@ -90,9 +90,10 @@ def finetune(
     encoder = load_encoder(spec, options.device)
     trainer = Trainer(encoder, train, val, options, files, stop, progress)
     report = trainer.start(spec, pairs, state)
+    del state  # the saved weights and moments are in the model and optimizer now
     started = time.perf_counter()
     elapsed = report.elapsed_s
-    if state is None:
+    if not report.history:
         trainer.baseline(report)
         if on_epoch is not None:
             on_epoch(report.history[0], False)
@@ -281,10 +282,11 @@ class Trainer:
         whether this epoch is the best."""
         self.evaluated(record, report)
         best = report.epoch(report.best_epoch) if report.best_epoch is not None else None
-        is_best = (
+        is_best = (  # without figures (no val split), the latest epoch is the best
             best is None
             or record.mean_recall is None
-            or (best.mean_recall is not None and record.mean_recall > best.mean_recall)
+            or best.mean_recall is None
+            or record.mean_recall > best.mean_recall
         )
         report.history.append(record)
         report.elapsed_s = elapsed
