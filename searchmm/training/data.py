@@ -3,7 +3,8 @@ model's train transform (open_clip's augmentation), each paired with one of its 
 
 One caption per image and epoch, picked at random: two captions of one image in a batch would
 each count the other's image as a negative. Every epoch's order, captions and augmentation
-follow from (seed, epoch) alone, so a resumed run trains as the uninterrupted one would have.
+follow from (seed, epoch) and the number of decode workers (each draws its own augmentation),
+so a resumed run trains as the uninterrupted one would have.
 Bad images come back as failures beside the good ones (ingest's `DecodedBatch`), never raised.
 """
 
