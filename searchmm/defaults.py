@@ -33,3 +33,13 @@ THUMBNAIL_SIZE = 256  # longer side of the web page's thumbnails, pixels
 MAX_UPLOAD_BYTES = 20_000_000  # largest query image the server accepts
 MAX_K = 1000  # largest page the server returns
 MAX_OFFSET = 10_000  # deepest page the server returns
+
+# `searchmm finetune`: a few hundred to a few thousand pairs, starting from trained weights.
+FINETUNE_EPOCHS = 10
+FINETUNE_BATCH_SIZE = 64  # pairs per step: every other pair of a batch is a negative
+FINETUNE_LR = 1e-5  # AdamW's peak rate: small, so trained weights are adjusted, not overwritten
+FINETUNE_WEIGHT_DECAY = 0.1
+FINETUNE_WARMUP_FRACTION = 0.1  # of all steps, when --warmup-steps is not given
+FINETUNE_VAL_SPLIT = 0.1  # fraction of the images held out (with all their captions)
+FINETUNE_GRAD_CLIP = 1.0  # largest gradient norm, as open_clip's training clips it
+FINETUNE_IMAGE_FIELD = "image"  # the image path field (.jsonl) or column (.csv)

@@ -44,6 +44,7 @@ class Hint(StrEnum):
     DROP_MODEL_NAME = "drop_model_name"
     PASS_SPLIT_FILE = "pass_split_file"
     USE_TORCH_BACKEND = "use_torch_backend"
+    PASS_RESUME = "pass_resume"
     TOKEN = "token"
 
 

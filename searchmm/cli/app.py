@@ -15,6 +15,7 @@ import typer
 
 from .bench import bench_app
 from .exchange import export, import_
+from .finetune import finetune
 from .ingest import ingest
 from .manage import dupes, reindex, remove, stats
 from .models import models
@@ -31,7 +32,7 @@ app = typer.Typer(
     cls=Group,
 )
 
-for command in (ingest, query, dupes, stats, remove, reindex, export, models, serve):
+for command in (ingest, query, dupes, stats, remove, reindex, export, finetune, models, serve):
     app.command()(command)
 app.command("import")(import_)
 app.add_typer(bench_app, name="bench", help="Retrieval benchmarks: COCO and Flickr Recall@K, MRR")

@@ -30,6 +30,7 @@ CLI_HINTS: dict[Hint, str] = {
     Hint.PASS_SPLIT_FILE: "{message}: --split needs --karpathy-split",
     Hint.TOKEN: "{message}: the token is printed when `searchmm serve` starts",
     Hint.USE_TORCH_BACKEND: "{message}: ingest with --backend auto first, or use --backend torch",
+    Hint.PASS_RESUME: "{message}: pass --resume to continue it, or delete it to start afresh",
 }
 
 

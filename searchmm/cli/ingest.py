@@ -84,16 +84,20 @@ def ingest(
 
 
 @contextlib.contextmanager
-def first_ctrl_c_stops() -> Iterator[threading.Event]:
+def first_ctrl_c_stops(
+    what: str = "stopping after the current batch",
+) -> Iterator[threading.Event]:
     """The first Ctrl-C lets the batch in flight finish and be committed, then the ingest stops
-    and prints its summary (exit 130); a second one aborts at once, dropping that batch."""
+    and prints its summary (exit 130); a second one aborts at once, dropping that batch. `what`
+    says what the first one does (fine-tuning stops at once, keeping the last epoch)."""
     stop = threading.Event()
+    message = f"searchmm: {what} (Ctrl-C again to abort)\n".encode()
 
     def on_sigint(_signum: int, _frame: Any) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()  # os.write: a handler must not re-enter a buffered stream (progress bars)
-        os.write(2, b"searchmm: stopping after the current batch (Ctrl-C again to abort)\n")
+        os.write(2, message)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
