@@ -31,7 +31,6 @@ import numpy as np
 import torch
 
 from searchmm import ModelSpec
-from searchmm.evaluation.metrics import retrieval_metrics
 from searchmm.model.loading import load_encoder
 from searchmm.sources.images import draft_for, load_image
 from searchmm.training import FinetuneOptions, PairSet, finetune, read_pairs
@@ -41,24 +40,12 @@ from searchmm.training.towers import contrastive_loss, train_transform
 
 sys.path.insert(0, str(harness.REPO_ROOT / "tests"))
 from helpers.files import TINY_CONFIG
-from helpers.shapes import CLASSES, MICRO_CONFIG, caption, render, write_jsonl, write_renders
+from helpers.shapes import CLASSES, MICRO_CONFIG, gallery_recall_at_1, write_jsonl, write_renders
 
 COCO_SAMPLE = harness.COCO_SAMPLE_IMAGES.parent
 QUALITY_RECIPE = {"batch_size": 32, "lr": 2e-3, "val_split": 0.25, "workers": 0}
 THROUGHPUT = {"searchmm-tiny": 32, "ViT-B-32": 8}  # model -> batch size
 THROUGHPUT_STEPS = {"searchmm-tiny": 3, "ViT-B-32": 3}  # steps per timed epoch
-
-
-def gallery_recall_at_1(spec: ModelSpec) -> float:
-    """Text -> image Recall@1 over 24 fresh renders, one per class (as the tests measure it)."""
-    rng = np.random.default_rng(999)
-    images = [render(colour, shape, rng) for colour, shape in CLASSES]
-    texts = [caption(colour, shape) for colour, shape in CLASSES]
-    encoder = load_encoder(spec, "cpu")
-    metrics = retrieval_metrics(
-        encoder.encode_pil(images), encoder.encode_texts(texts), np.arange(24)
-    )
-    return float(metrics["image_retrieval_recall@1"])
 
 
 def quality(scratch: Path, seeds: list[int], epochs: int) -> list[dict[str, Any]]:

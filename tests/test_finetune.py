@@ -23,14 +23,13 @@ from helpers.files import COCO_SAMPLE, TINY_CONFIG
 from helpers.shapes import (
     CLASSES,
     MICRO_CONFIG,
-    caption,
+    gallery_recall_at_1,
     render,
     write_coco,
     write_jsonl,
     write_renders,
 )
 from searchmm.errors import Hint, SearchmmError
-from searchmm.evaluation.metrics import retrieval_metrics
 from searchmm.model.loading import load_encoder
 from searchmm.model.spec import ModelSpec
 from searchmm.training import EpochRecord, FinetuneOptions, PairSet, finetune, read_pairs
@@ -77,18 +76,6 @@ def shape_pairs(shapes: tuple[Path, Path]) -> PairSet:
 def micro(config: Path, seed: int = 0, pretrained: Path | None = None) -> ModelSpec:
     weights = str(pretrained) if pretrained is not None else None
     return ModelSpec.from_options(model_config=config, pretrained=weights, seed=seed)
-
-
-def gallery_recall_at_1(spec: ModelSpec) -> float:
-    """Text -> image Recall@1 on fresh renders, one per class, none of them trained on."""
-    rng = np.random.default_rng(999)
-    images = [render(colour, shape, rng) for colour, shape in CLASSES]
-    texts = [caption(colour, shape) for colour, shape in CLASSES]
-    encoder = load_encoder(spec, "cpu")
-    metrics = retrieval_metrics(
-        encoder.encode_pil(images), encoder.encode_texts(texts), np.arange(len(CLASSES))
-    )
-    return metrics["image_retrieval_recall@1"]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

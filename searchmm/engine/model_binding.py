@@ -18,7 +18,7 @@ from searchmm import defaults
 from searchmm.errors import Hint, ModelMismatchError, SearchmmError
 from searchmm.model.backend import Backend
 from searchmm.model.encoder import Encoder, QueryEncoder, TorchEncoder
-from searchmm.model.spec import ModelSpec, spec_of
+from searchmm.model.spec import ModelSpec, spec_of, stored_model
 from searchmm.settings import may_use_gpu
 from searchmm.store.records import StoredModel
 
@@ -163,17 +163,6 @@ class ModelBinding:
         spec = self.spec(stored)
         if stored is None:
             encoder = self.load_ingest(None)
-            store.set_model(
-                StoredModel(
-                    id=1,
-                    name=spec.name,
-                    pretrained=spec.pretrained,
-                    config_json=spec.config_json,
-                    checkpoint_digest=spec.checkpoint_digest,
-                    seed=spec.seed,
-                    dim=encoder.dim,
-                    software=encoder.software(),
-                )
-            )
+            store.set_model(stored_model(spec, encoder.dim, encoder.software()))
         elif spec.pretrained != stored.pretrained:
             store.set_model(dataclasses.replace(stored, pretrained=spec.pretrained))

@@ -23,7 +23,7 @@ import numpy as np
 from searchmm import defaults
 from searchmm.errors import Hint, ModelMismatchError, SearchmmError
 from searchmm.exchange.shards import Shard, Source, read_source
-from searchmm.model.spec import ModelSpec, spec_of
+from searchmm.model.spec import ModelSpec, spec_of, stored_model
 from searchmm.sources.texts import text_digest
 from searchmm.store.records import ImportCounts, ImportedItem, StoredModel
 from searchmm.store.store import Store
@@ -97,16 +97,7 @@ def model_record(source: Source, spec: ModelSpec) -> StoredModel:
     software = {"imported_from": str(source.root)}
     if source.model:
         software.update({str(k): str(v) for k, v in dict(source.model.get("software", {})).items()})
-    return StoredModel(
-        id=1,
-        name=spec.name,
-        pretrained=spec.pretrained,
-        config_json=spec.config_json,
-        checkpoint_digest=spec.checkpoint_digest,
-        seed=spec.seed,
-        dim=source.dim,
-        software=software,
-    )
+    return stored_model(spec, source.dim, software)
 
 
 def embed_dim(spec: ModelSpec) -> int | None:

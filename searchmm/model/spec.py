@@ -94,6 +94,22 @@ def spec_of(record: StoredModel) -> ModelSpec:
     )
 
 
+def stored_model(spec: ModelSpec, dim: int, software: dict[str, Any]) -> StoredModel:
+    """The record a new store keeps of `spec` (what `spec_of` reads back)."""
+    from searchmm.store.records import StoredModel
+
+    return StoredModel(
+        id=1,
+        name=spec.name,
+        pretrained=spec.pretrained,
+        config_json=spec.config_json,
+        checkpoint_digest=spec.checkpoint_digest,
+        seed=spec.seed,
+        dim=dim,
+        software=software,
+    )
+
+
 def is_checkpoint_path(pretrained: str) -> bool:
     """A `--pretrained` value naming a file rather than a tag."""
     if pretrained.lower() == RANDOM_INIT:

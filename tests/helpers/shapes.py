@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from searchmm import ModelSpec
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -89,3 +93,18 @@ def write_coco(path: Path, rows: list[tuple[str, str]]) -> Path:
     }
     path.write_text(json.dumps(doc), encoding="utf-8")
     return path
+
+
+def gallery_recall_at_1(spec: ModelSpec) -> float:
+    """Text -> image Recall@1 on fresh renders, one per class, none of them trained on."""
+    from searchmm.evaluation.metrics import retrieval_metrics
+    from searchmm.model.loading import load_encoder
+
+    rng = np.random.default_rng(999)
+    images = [render(colour, shape, rng) for colour, shape in CLASSES]
+    texts = [caption(colour, shape) for colour, shape in CLASSES]
+    encoder = load_encoder(spec, "cpu")
+    metrics = retrieval_metrics(
+        encoder.encode_pil(images), encoder.encode_texts(texts), np.arange(len(CLASSES))
+    )
+    return float(metrics["image_retrieval_recall@1"])
