@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from open_clip.loss import SigLipLoss
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -99,6 +100,21 @@ def test_training_from_random_weights_learns_colours_and_shapes(
     assert best is not None and best.mean_recall == max(r for r in held_out[1:] if r is not None)
     with safe_open(str(out), "pt") as f:
         assert f.metadata()["epoch"] == str(run.report.best_epoch)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_shapes_task_learns_on_a_gpu_under_autocast(
+    tmp_path: Path, micro_config: Path, shape_pairs: PairSet
+) -> None:
+    """Mixed precision (bf16 autocast, or fp16 with a gradient scaler) learns as fp32 does."""
+    spec = micro(micro_config)
+    out = tmp_path / "tuned.safetensors"
+    options = FinetuneOptions(epochs=10, seed=0, **{**RECIPE, "device": "cuda"})
+    run = finetune(shape_pairs, spec, out, options)
+    losses = [r.loss for r in run.report.history if r.loss is not None]
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert gallery_recall_at_1(micro(micro_config, 0, out)) >= 5 * CHANCE
 
 
 def test_a_model_with_a_logit_bias_trains_with_siglips_loss(
