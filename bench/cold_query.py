@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=None, help="a .safetensors file to use")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="searchmm-cold-"))
+    harness.fresh_machine_cache(scratch)
     photos = harness.photo_set(args.images, args.count, scratch)
     weights = args.weights or random_weights(args, scratch / "weights.safetensors")
     exe = harness.searchmm_executable()

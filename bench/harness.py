@@ -99,6 +99,12 @@ class PhotoSet:
     source: str
 
 
+def fresh_machine_cache(scratch: Path) -> None:
+    """A machine cache of this run's own (for this process and the commands it starts): the
+    bench measures the ONNX export this code makes, not one an older searchmm left behind."""
+    os.environ["SEARCHMM_CACHE_DIR"] = str(scratch / "machine-cache")
+
+
 def photo_set(images: Path | None, count: int, scratch: Path) -> PhotoSet:
     """The given folder, else the COCO sample, else `count` photos generated under `scratch`."""
     if images is None and COCO_SAMPLE_IMAGES.is_dir():

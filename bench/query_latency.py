@@ -159,6 +159,7 @@ def main() -> None:
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory(prefix="searchmm-bench-") as tmp:
         scratch = Path(tmp)
+        harness.fresh_machine_cache(scratch)
         photos = harness.photo_set(args.images, args.count, scratch)
         index_dir = scratch / "index"
         print(f"indexing {len(photos.paths)} images from {photos.source} with {spec.describe()}")

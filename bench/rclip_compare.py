@@ -115,7 +115,7 @@ def main() -> None:
         argparse.Namespace(model=MODEL, model_config=None), scratch / "w.safetensors"
     )
     exe = harness.searchmm_executable()
-    os.environ["SEARCHMM_CACHE_DIR"] = str(scratch / "machine-cache")
+    harness.fresh_machine_cache(scratch)
     runs: dict[str, dict[str, list[Any]]] = {}
     overlaps: list[int] = []
 
