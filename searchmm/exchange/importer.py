@@ -145,7 +145,7 @@ def import_source(
     for shard in source.shards:
         for batch in _batches(shard, source.split, batch_rows):
             counts = store.import_items(batch)
-            _count(summary, counts, batch)
+            _count(summary, counts)
             done += len(batch)
             if progress is not None:
                 progress(done)
@@ -170,12 +170,11 @@ def check_store_model(store: Store, record: StoredModel) -> None:
         )
 
 
-def _count(summary: ImportSummary, counts: ImportCounts, batch: list[ImportedItem]) -> None:
+def _count(summary: ImportSummary, counts: ImportCounts) -> None:
     summary.added += counts.added
     summary.updated += counts.updated
     summary.unchanged += counts.unchanged
-    if counts.added:
-        summary.external += sum(1 for row in batch if row.external and row.kind is Kind.IMAGE)
+    summary.external += counts.external
 
 
 def _batches(shard: Shard, split: bool, batch_rows: int) -> Iterator[list[ImportedItem]]:

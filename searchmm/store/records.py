@@ -126,8 +126,9 @@ class ImportedItem:
 @dataclass
 class ImportCounts:
     added: int = 0
-    updated: int = 0  # the same item (kind, path, locator) with another vector or description
+    updated: int = 0  # the same item (kind, path, locator) with another vector
     unchanged: int = 0
+    external: int = 0  # of the added images, those whose files are not on this machine
 
 
 @dataclass(frozen=True)

@@ -202,6 +202,7 @@ class StoreWrites(Database):
                     ],
                 )
             counts.added = len(new_items)
+            counts.external = sum(1 for r in new_items if r["external"] and r["kind"] == Kind.IMAGE)
         return counts
 
     def remove_under(self, roots: Sequence[str]) -> int:
