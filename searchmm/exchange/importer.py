@@ -181,10 +181,11 @@ def _batches(shard: Shard, split: bool, batch_rows: int) -> Iterator[list[Import
     import pyarrow.parquet as pq
 
     start = 0
+    matrix = shard.vector_matrix()
     described = pq.ParquetFile(shard.metadata)
     for table in described.iter_batches(batch_size=batch_rows):
         rows = table.to_pylist()
-        vectors = _normalised(shard.vector_rows(start, start + len(rows)))
+        vectors = _normalised(np.array(matrix[start : start + len(rows)], dtype=np.float32))
         yield [_item(shard, split, row, vector) for row, vector in zip(rows, vectors, strict=True)]
         start += len(rows)
 

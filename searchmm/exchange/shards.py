@@ -38,10 +38,10 @@ class Shard:
     rows: int
     dim: int
 
-    def vector_rows(self, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) as a float32 copy, read from the memory-mapped file."""
-        matrix = np.load(self.vectors, mmap_mode="r")
-        return np.array(matrix[start:stop], dtype=np.float32)
+    def vector_matrix(self) -> np.ndarray:
+        """The shard's vectors, memory-mapped (read as they are sliced)."""
+        matrix: np.ndarray = np.load(self.vectors, mmap_mode="r")
+        return matrix
 
 
 @dataclass(frozen=True)

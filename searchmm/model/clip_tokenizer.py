@@ -17,6 +17,7 @@ import itertools
 import marshal
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +68,12 @@ def basic_clean(text: str) -> str:
 def clean(text: str) -> str:
     """open_clip's `lower` cleaning, CLIP's: basic, spaces folded, lower case."""
     return " ".join(basic_clean(text).split()).lower()
+
+
+def up_to_end(tokens: Any) -> Any:
+    """Token ids (numpy or torch, one row per text) cut after the last end token, CLIP's
+    highest id: the padding a text tower that takes any length need not run."""
+    return tokens[:, : int(tokens.argmax(1).max()) + 1]
 
 
 class ClipTokenizer:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from searchmm.model.clip_tokenizer import ClipTokenizer
+from searchmm.model.clip_tokenizer import ClipTokenizer, up_to_end
 from searchmm.model.onnx_files import IMAGE_FILE, TEXT_FILE, OnnxManifest
 from searchmm.model.spec import ModelSpec
 
@@ -83,9 +83,7 @@ class OnnxEncoder:
         id) when the tower takes any length, else padded to the context."""
         limit = self.manifest.char_limit
         tokens = self.tokenizer()([text[:limit] for text in texts])
-        if self.manifest.text_trim:
-            tokens = tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
-        return tokens
+        return up_to_end(tokens) if self.manifest.text_trim else tokens
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         (features,) = self._session(TEXT_FILE).run(None, {"input": self.text_tokens(texts)})

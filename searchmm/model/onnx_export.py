@@ -27,7 +27,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from searchmm.model.clip_tokenizer import TABLES_FILENAME, VOCAB_FILENAME, ClipTokenizer
+from searchmm.model.clip_tokenizer import (
+    TABLES_FILENAME,
+    VOCAB_FILENAME,
+    ClipTokenizer,
+    up_to_end,
+)
 from searchmm.model.encoder import CHARS_PER_TOKEN_BOUND, TorchEncoder
 from searchmm.model.hf_text_tokenizer import HF_TOKENIZER_FILE, save_hf_tokenizer
 from searchmm.model.onnx_encoder import OnnxEncoder, normalised
@@ -300,8 +305,7 @@ def _export_any_length(tower: Any, encoder: TorchEncoder, out: Path) -> None:
     tracing one fixes the attention's reshapes to the probe's length)."""
     import torch
 
-    tokens = encoder.tokenizer(["a probe", "another probe"])
-    tokens = tokens[:, : int(tokens.argmax(dim=1).max()) + 1]  # up to the end tokens
+    tokens = up_to_end(encoder.tokenizer(["a probe", "another probe"]))
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     length = torch.export.Dim("tokens", min=2, max=encoder.context_length)
     made = out.with_name(out.name + ".made")

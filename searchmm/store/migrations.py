@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from searchmm.errors import StoreError
 
@@ -33,6 +33,15 @@ SCHEMA_VERSION = max(MIGRATIONS)
 
 _VERSION_SQL = "SELECT value FROM meta WHERE key = 'schema_version'"
 _HAS_META_SQL = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+
+
+def schema_version_of(db: Any) -> int:
+    """The version a store's file is at (0: no tables yet), read through a `sqlite3`
+    connection or cursor (the reads' own, or the upgrade's inside its transaction)."""
+    if db.execute(_HAS_META_SQL).fetchone() is None:
+        return 0
+    row = db.execute(_VERSION_SQL).fetchone()
+    return int(row[0]) if row else 0
 
 
 def prepare(store: Store) -> None:
@@ -65,13 +74,7 @@ def _upgrade(db: Store) -> None:
     from searchmm import __version__
 
     with db.immediate() as cursor:
-        cursor.execute(_HAS_META_SQL)
-        if cursor.fetchone() is None:
-            version = 0
-        else:
-            cursor.execute(_VERSION_SQL)
-            row = cursor.fetchone()
-            version = int(row[0]) if row else 0
+        version = schema_version_of(cursor)
         if version == SCHEMA_VERSION:
             return  # upgraded (or created) by someone else while we waited
         _refuse_newer(db.path, version)

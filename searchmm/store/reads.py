@@ -21,7 +21,7 @@ import numpy as np
 from searchmm.errors import Category, Hint, StoreError
 from searchmm.store.connections import DB_FILENAME, ReadConnections, unusable
 from searchmm.store.fspath import path_from_db, path_to_db
-from searchmm.store.migrations import SCHEMA_VERSION
+from searchmm.store.migrations import SCHEMA_VERSION, schema_version_of
 from searchmm.store.records import Delta, Item, ItemCounts, StoredModel
 from searchmm.vocabulary import KINDS, ChangeOp, Kind, Status
 
@@ -50,11 +50,9 @@ def open_reads(index_dir: Path) -> StoreReads:
             f"no index at {index_dir}", hint=Hint.INGEST_FIRST, category=Category.INVALID
         )
     reads = StoreReads(index_dir)
-    try:
-        if reads.schema_version() == SCHEMA_VERSION:
-            return reads
-    finally:
-        reads.close()
+    if reads.schema_version() == SCHEMA_VERSION:
+        return reads
+    reads.close()
     from searchmm.store.store import Store
 
     return Store(index_dir, create=False)
@@ -69,16 +67,11 @@ class StoreReads(ReadConnections):
     def schema_version(self) -> int:
         """The file's schema version; 0 for a file that has no tables yet."""
         with self._reading() as db:
-            has_meta = db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-            ).fetchone()
-        found = self.get_meta("schema_version") if has_meta else None
-        return int(found) if found is not None else 0
+            return schema_version_of(db)
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         with self._reading() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return str(row[0]) if row else default
+            return _meta(db, key, default)
 
     def get_model(self) -> StoredModel | None:
         with self._reading() as db:
@@ -187,12 +180,8 @@ class StoreReads(ReadConnections):
                 f"SELECT embeddings.item_id, embeddings.vector {_EMBEDDED_OF_KIND} "
                 "ORDER BY embeddings.item_id",
                 (kind,),
-            )
-            ids, blobs = [], []
-            for item_id, blob in rows:
-                ids.append(item_id)
-                blobs.append(blob)
-        return (seq, *_as_arrays(ids, blobs, dim))
+            ).fetchall()
+        return (seq, *_as_arrays([r[0] for r in rows], [r[1] for r in rows], dim))
 
     def delta(self, kind: Kind, since_seq: int, dim: int) -> Delta:
         """What changed for a kind after `since_seq`, with the current vectors, as one snapshot."""
@@ -206,9 +195,7 @@ class StoreReads(ReadConnections):
             replaced = sorted({item_id for item_id, op in rows if op != ChangeOp.ADD})
             ids, blobs = _embeddings_of(db, changed)
             count = db.execute(f"SELECT count(*) {_EMBEDDED_OF_KIND}", (kind,)).fetchone()[0]
-            pruned = db.execute(
-                "SELECT value FROM meta WHERE key = ?", (pruned_key(kind),)
-            ).fetchone()
+            pruned = int(_meta(db, pruned_key(kind), "0") or 0)
         add_ids, vectors = _as_arrays(ids, blobs, dim)
         return Delta(
             seq,
@@ -217,7 +204,7 @@ class StoreReads(ReadConnections):
             add_ids,
             vectors,
             count or 0,
-            complete=since_seq >= (int(pruned[0]) if pruned else 0),
+            complete=since_seq >= pruned,
         )
 
     def change_seq(self) -> int:
@@ -302,6 +289,11 @@ def _embeddings_of(db: sqlite3.Connection, ids: list[int]) -> tuple[list[int], l
             found_ids.append(item_id)
             blobs.append(blob)
     return found_ids, blobs
+
+
+def _meta(db: sqlite3.Connection, key: str, default: str | None) -> str | None:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return str(row[0]) if row else default
 
 
 def _marks(values: Sequence[Any]) -> str:
