@@ -114,7 +114,6 @@ def finetune(
         lock_image_layers=lock_image_layers, val_split=val_split, seed=seed,
         workers=workers, device=device,
     )  # fmt: skip
-    options.check()
     pairs = read_pairs(images, captions, text_field=text_field, image_field=image_field)
     if pairs.missing:
         typer.echo(

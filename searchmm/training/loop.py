@@ -74,7 +74,6 @@ def finetune(
     """Fine-tune `spec` on `pairs` and write the best epoch's weights to `output` (.safetensors),
     with its report beside it. `resume` continues the interrupted run of the same `output`."""
     options = options or FinetuneOptions()
-    options.check()
     if spec.is_hub_model:
         raise SearchmmError(
             f"cannot fine-tune {spec.name}: open_clip loads hf-hub: and local-dir: models with "

@@ -32,7 +32,7 @@ class FinetuneOptions:
     workers: int | None = None  # decode worker processes; None: `decode_workers` decides
     device: str | None = None
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         """Refuse values no run can use, with one line that names the option."""
         if self.epochs < 1:
             raise SearchmmError(f"epochs must be at least 1, got {self.epochs}")
