@@ -286,7 +286,7 @@ def measure_size(n: int, args: argparse.Namespace, scratch: Path) -> dict[str, A
     del index
     data = describe_data(vectors, queries, exact_scores, cfg.seed)
 
-    auto_spec = choose_spec(n, exact_threshold=args.exact_threshold)
+    auto_spec = choose_spec(n, 512, exact_threshold=args.exact_threshold)
     progress(f"n={n:,}: auto-picked {auto_spec}")
     index, auto = build_index(vectors, AUTO, args.exact_threshold, "auto (engine pick)")
     auto.file_bytes = file_bytes(index, scratch)

@@ -115,15 +115,15 @@ def test_flat_self_retrieval_and_removal(n: int, dim: int, seed: int, frac: floa
 
 
 def test_choose_spec_thresholds() -> None:
-    assert choose_spec(0) == "IDMap2,Flat"
-    assert choose_spec(99_999) == "IDMap2,Flat"
-    assert choose_spec(100_000) == "IVF256,Flat"  # sqrt = 316 -> 2**8
-    assert choose_spec(1_000_000) == "IVF1024,Flat"  # 1000 -> 2**10
-    assert choose_spec(10_000_000) == "IVF4096,Flat"  # 3162 -> 2**12
-    assert choose_spec(50, exact_threshold=10) == "IVF8,Flat"
-    assert choose_spec(1, exact_threshold=0) == "IVF1,Flat"
+    assert choose_spec(0, 512) == "IDMap2,Flat"
+    assert choose_spec(99_999, 512) == "IDMap2,Flat"
+    assert choose_spec(100_000, 512) == "IVF256,Flat"  # sqrt = 316 -> 2**8
+    assert choose_spec(1_000_000, 512) == "IVF1024,Flat"  # 1000 -> 2**10
+    assert choose_spec(10_000_000, 512) == "IVF4096,PQ64"  # 3162 -> 2**12; 20 GB as floats
+    assert choose_spec(50, 512, exact_threshold=10) == "IVF8,Flat"
+    assert choose_spec(1, 512, exact_threshold=0) == "IVF1,Flat"
     with pytest.raises(ValueError):
-        choose_spec(-1)
+        choose_spec(-1, 512)
 
 
 @pytest.mark.parametrize(
@@ -215,12 +215,12 @@ def test_set_search_params(data) -> None:
 
 
 def test_defaults_and_families() -> None:
-    for function in (choose_spec, VectorIndex.build):
-        threshold = inspect.signature(function).parameters["exact_threshold"].default
-        assert threshold == defaults.EXACT_THRESHOLD
+    threshold = inspect.signature(choose_spec).parameters["exact_threshold"].default
+    assert threshold == defaults.EXACT_THRESHOLD
     assert family("IDMap2,Flat") == family("Flat") == "Flat"
     assert family("IDMap2,HNSW32,Flat") == family("HNSW64") == "HNSW"
-    assert family("IVF256,Flat") == family("IVF1024,Flat") == "IVF"
+    assert family("IVF256,Flat") == family("IVF1024,Flat") == "IVF,Flat"
+    assert family("IVF1024,PQ64") == family("IVF4096,PQ32x8") == "IVF,PQ"
 
 
 def test_ivf_needs_enough_training_vectors() -> None:
@@ -312,11 +312,14 @@ def test_save_load_round_trip(tmp_path: Path, data, spec: str) -> None:
     index = VectorIndex.build(32, ids, x, spec)
     path = tmp_path / "image.faiss"
     written = index.save(path, header(kind="text", seq=42))
-    assert written == IndexHeader("text", 32, index.spec, 42, 2000)
+    trained = index.drift.trained
+    assert written == IndexHeader("text", 32, index.spec, 42, 2000, drift_trained=trained)
+    assert (trained is not None) == spec.startswith("IVF")
     assert os.listdir(tmp_path) == ["image.faiss"]  # no temporary file left behind
 
     loaded, got = VectorIndex.load(path)
     assert got == written and loaded.spec == index.spec and loaded.ntotal == 2000
+    assert loaded.drift == index.drift
     assert loaded.search_params == index.search_params
     for a, b in zip(index.search(q, 10), loaded.search(q, 10), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -12,8 +12,10 @@ from searchmm import defaults
 
 from .errors import user_errors
 from .options import (
+    EmbeddingDtype,
     IndexDir,
     JsonFlag,
+    MemoryBudget,
     ModelConfig,
     ModelName,
     Pretrained,
@@ -58,6 +60,8 @@ def import_(
     batch_rows: Annotated[
         int, typer.Option("--batch-rows", help="Rows per commit (a rerun resumes after one)")
     ] = defaults.IMPORT_BATCH_ROWS,
+    embedding_dtype: EmbeddingDtype = None,
+    memory_budget: MemoryBudget = None,
     wait: Wait = 0.0,
     as_json: JsonFlag = False,
 ) -> None:
@@ -69,8 +73,11 @@ def import_(
     from tqdm import tqdm
 
     spec = model_spec(model, pretrained, model_config)
+    engine = open_engine(
+        index_dir, model=spec, embedding_dtype=embedding_dtype, memory_budget=memory_budget
+    )
     with (
-        open_engine(index_dir, model=spec) as engine,
+        engine,
         tqdm(unit="rows", disable=as_json or None, desc="import") as bar,
     ):
 

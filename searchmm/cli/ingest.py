@@ -22,8 +22,10 @@ from .options import (
     BackendName,
     BatchSize,
     Device,
+    EmbeddingDtype,
     IndexDir,
     JsonFlag,
+    MemoryBudget,
     ModelConfig,
     ModelName,
     Pretrained,
@@ -54,12 +56,21 @@ def ingest(
         bool, typer.Option("--texts", help="Also ingest .txt/.jsonl/.csv/.json found in folders")
     ] = False,
     text_field: Annotated[str, typer.Option(help="Text field/column of .jsonl and .csv")] = "text",
+    embedding_dtype: EmbeddingDtype = None,
+    memory_budget: MemoryBudget = None,
     wait: Wait = 0.0,
     as_json: JsonFlag = False,
 ) -> None:
     """Add new and changed files to the index, drop the ones that are gone."""
     spec = model_spec(model, pretrained, model_config)
-    engine = open_engine(index_dir, device, spec, backend)
+    engine = open_engine(
+        index_dir,
+        device,
+        spec,
+        backend,
+        embedding_dtype=embedding_dtype,
+        memory_budget=memory_budget,
+    )
     with engine, first_ctrl_c_stops() as stop:
         summary = engine.ingest(
             paths,

@@ -10,7 +10,7 @@ import typer
 from searchmm import defaults
 
 from .errors import user_errors
-from .options import IndexDir, JsonFlag, Wait, open_engine
+from .options import IndexDir, JsonFlag, MemoryBudget, Wait, open_engine
 from .output import emit_json, print_groups, print_stats
 
 
@@ -63,12 +63,13 @@ def reindex(
     index_spec: Annotated[
         str | None, typer.Option("--index-spec", help="faiss index_factory string, or auto")
     ] = None,
+    memory_budget: MemoryBudget = None,
     index_dir: IndexDir = None,
     wait: Wait = 0.0,
     as_json: JsonFlag = False,
 ) -> None:
     """Rebuild the FAISS indexes from the stored vectors (no re-encoding)."""
-    with open_engine(index_dir) as engine:
+    with open_engine(index_dir, memory_budget=memory_budget) as engine:
         specs = engine.reindex(index_spec, wait=wait)
     if as_json:
         emit_json(specs)

@@ -57,6 +57,23 @@ Pretrained = Annotated[
 ModelConfig = Annotated[
     Path | None, typer.Option("--model-config", help="Custom open_clip architecture JSON")
 ]
+EmbeddingDtype = Annotated[
+    str | None,
+    typer.Option(
+        "--embedding-dtype",
+        help="How a new store keeps vectors: float32, or float16 (half the disk, cosine to "
+        "float32 >= 0.9999)",
+        show_default="float32 (import: the shards' own)",
+    ),
+]
+MemoryBudget = Annotated[
+    str | None,
+    typer.Option(
+        "--memory-budget",
+        help="RAM the automatically chosen indexes may take, e.g. 8G (kept for later commands)",
+        show_default="no limit",
+    ),
+]
 
 
 SHORT_HELP_LIMIT = 200  # characters of a command's first help line shown in its group's list
@@ -112,7 +129,19 @@ def open_engine(
     backend: str | None = None,
     *,
     quick_start: bool = False,
+    embedding_dtype: str | None = None,
+    memory_budget: str | None = None,
 ) -> Engine:
     from searchmm.engine.engine import Engine
+    from searchmm.engine.storage import StorageOptions, parse_size
 
-    return Engine(index_dir, model=model, device=device, backend=backend, quick_start=quick_start)
+    budget = parse_size(memory_budget) if memory_budget is not None else None
+    storage = StorageOptions(embedding_dtype, budget)
+    return Engine(
+        index_dir,
+        model=model,
+        device=device,
+        backend=backend,
+        quick_start=quick_start,
+        storage=storage,
+    )

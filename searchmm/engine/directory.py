@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from searchmm import defaults
 from searchmm.engine.locking import write_lock, write_lock_if_free
+from searchmm.engine.storage import StorageOptions
 from searchmm.errors import Hint, SearchmmError
 from searchmm.index.sync import IndexSet
 from searchmm.index.vector_index import VectorIndex
@@ -29,9 +30,15 @@ if TYPE_CHECKING:
 class IndexDirectory:
     """The lazily opened store and index set of `path`, and its write lock."""
 
-    def __init__(self, path: Path, *, exact_threshold: int = defaults.EXACT_THRESHOLD) -> None:
+    def __init__(
+        self,
+        path: Path,
+        exact_threshold: int = defaults.EXACT_THRESHOLD,
+        storage: StorageOptions | None = None,
+    ) -> None:
         self.path = path
         self.exact_threshold = exact_threshold
+        self.storage = storage or StorageOptions()
         self._store: Store | None = None
         self._reads: StoreReads | None = None  # until the full store is open
         self._indexes: IndexSet | None = None
@@ -81,9 +88,12 @@ class IndexDirectory:
 
     @contextlib.contextmanager
     def writing(self, wait: float = 0.0) -> Iterator[Store]:
-        """Hold the directory's write lock (one writer at a time; readers never wait)."""
+        """Hold the directory's write lock (one writer at a time; readers never wait); the
+        storage choices asked for are recorded (or refused) first."""
         with write_lock(self.path, wait):
-            yield self.store(create=True)
+            store = self.store(create=True)
+            self.storage.settle(store)
+            yield store
 
     def indexes(self) -> IndexSet:
         """The image and text indexes; an empty store (no model yet) has none."""

@@ -24,6 +24,7 @@ from searchmm.engine.directory import IndexDirectory
 from searchmm.engine.model_binding import ModelBinding
 from searchmm.engine.searcher import Searcher
 from searchmm.engine.stats import Stats, collect_stats
+from searchmm.engine.storage import StorageOptions
 from searchmm.ingest.summary import IngestOptions, IngestSummary
 from searchmm.model.backend import Backend
 from searchmm.model.encoder import Encoder, QueryEncoder
@@ -63,15 +64,14 @@ class Engine:
         exact_filter_limit: int = defaults.EXACT_FILTER_LIMIT,
         backend: str | Backend | None = None,
         quick_start: bool = False,
+        storage: StorageOptions | None = None,
     ) -> None:
         self.index_dir = resolve_index_dir(index_dir)
-        self._directory = IndexDirectory(self.index_dir, exact_threshold=exact_threshold)
+        self._directory = IndexDirectory(self.index_dir, exact_threshold, storage)
         self._model = ModelBinding(
             self.index_dir, model, device, Backend.resolve(backend), quick_start=quick_start
         )
-        self._searcher = Searcher(
-            self._directory, self._model, exact_filter_limit=exact_filter_limit
-        )
+        self._searcher = Searcher(self._directory, self._model, exact_filter_limit)
 
     def __enter__(self) -> Engine:
         return self

@@ -14,6 +14,7 @@ from searchmm.engine.model_binding import ModelBinding
 from searchmm.errors import NotFoundError, SearchmmError
 from searchmm.index.faisslib import preload_in_background
 from searchmm.model.encoder import QueryEncoder
+from searchmm.search.batch import search_batch
 from searchmm.search.dupes import duplicate_groups
 from searchmm.search.hits import Hit
 from searchmm.search.language import MULTILINGUAL_HINT, mostly_non_latin
@@ -34,7 +35,6 @@ class Searcher:
         self,
         directory: IndexDirectory,
         model: ModelBinding,
-        *,
         exact_filter_limit: int = defaults.EXACT_FILTER_LIMIT,
     ) -> None:
         self.directory = directory
@@ -100,7 +100,7 @@ class Searcher:
             index = self.directory.reader_index(target.kind)
             if queries.ndim != 2 or queries.shape[1] != index.dim:
                 raise SearchmmError(f"queries must be (n, {index.dim}), got {queries.shape}")
-            return index.search(queries, k)
+            return search_batch(self.directory.reads(), index, target.kind, queries, k)
 
     def embeddings(self, kind: Kind) -> tuple[np.ndarray, np.ndarray]:
         """(item ids, vectors) of every stored embedding of a kind, in id order."""

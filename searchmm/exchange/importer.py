@@ -25,6 +25,7 @@ from searchmm.errors import Hint, ModelMismatchError, SearchmmError
 from searchmm.exchange.shards import Shard, Source, read_source
 from searchmm.model.spec import ModelSpec, spec_of, stored_model
 from searchmm.sources.texts import text_digest
+from searchmm.store.blobs import DTYPE_KEY
 from searchmm.store.records import ImportCounts, ImportedItem, StoredModel
 from searchmm.store.store import Store
 from searchmm.vocabulary import Kind
@@ -137,8 +138,9 @@ def import_source(
     if batch_rows < 1:
         raise SearchmmError("need batch_rows >= 1")
     check_store_model(store, record)
-    if store.get_model() is None:
-        store.set_model(record)
+    if store.get_model() is None:  # a new store keeps the shards' type unless told otherwise
+        chosen = store.get_meta(DTYPE_KEY) is not None
+        store.set_model(record, embedding_dtype=None if chosen else source.dtype)
     started = time.perf_counter()
     summary = ImportSummary(str(source.root))
     done = 0

@@ -37,6 +37,7 @@ class Shard:
     metadata: Path
     rows: int
     dim: int
+    dtype: str  # float16 or float32
 
     def vector_matrix(self) -> np.ndarray:
         """The shard's vectors, memory-mapped (read as they are sliced)."""
@@ -56,6 +57,11 @@ class Source:
     @property
     def dim(self) -> int:
         return self.shards[0].dim
+
+    @property
+    def dtype(self) -> str:
+        """How a new store keeps these vectors unless told: float16 if every shard is."""
+        return "float16" if all(s.dtype == "float16" for s in self.shards) else "float32"
 
     def rows(self, kind: Kind) -> int:
         return sum(s.rows for s in self.shards if s.kind is kind)
@@ -101,9 +107,9 @@ def _shards(root: Path, kind: Kind, split: bool) -> Iterator[Shard]:
     for number in numbers:
         vectors = layout.embedding_file(root, number)
         described = metadata / f"metadata_{number}.parquet"
-        rows, dim = _check_vectors(vectors)
+        rows, dim, dtype = _check_vectors(vectors)
         _check_metadata(described, kind, rows)
-        yield Shard(kind, number, vectors, described, rows, dim)
+        yield Shard(kind, number, vectors, described, rows, dim, dtype)
 
 
 def _numbers(folder: Path, prefix: str) -> Iterator[int]:
@@ -114,8 +120,8 @@ def _numbers(folder: Path, prefix: str) -> Iterator[int]:
                 yield int(match.group(1))
 
 
-def _check_vectors(path: Path) -> tuple[int, int]:
-    """(rows, dim) of a float16/float32 matrix whose every row is finite and not zero."""
+def _check_vectors(path: Path) -> tuple[int, int, str]:
+    """(rows, dim, dtype) of a float16/float32 matrix whose every row is finite and not zero."""
     try:
         matrix = np.load(path, mmap_mode="r")
     except (OSError, ValueError, EOFError) as exc:
@@ -131,7 +137,7 @@ def _check_vectors(path: Path) -> tuple[int, int]:
         if len(bad):
             row = start + int(bad[0])
             raise SearchmmError(f"{path} row {row} is not a usable vector (NaN, inf or zero)")
-    return int(matrix.shape[0]), int(matrix.shape[1])
+    return int(matrix.shape[0]), int(matrix.shape[1]), str(matrix.dtype)
 
 
 def _check_metadata(path: Path, kind: Kind, rows: int) -> None:

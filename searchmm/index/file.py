@@ -35,9 +35,13 @@ class IndexHeader:
     seq: int
     count: int
     format: int = FORMAT
+    # the IVF quantiser's residuals (`drift`); files written before they were kept lack them
+    drift_trained: float | None = None
+    drift_added_sum: float = 0.0
+    drift_added: int = 0
 
     def __post_init__(self) -> None:
-        ints = (self.dim, self.seq, self.count, self.format)
+        ints = (self.dim, self.seq, self.count, self.format, self.drift_added)
         if self.kind not in KINDS or not isinstance(self.spec, str):
             kinds = ", ".join(KINDS)
             raise ValueError(f"bad header: kind {self.kind!r} (one of {kinds}), spec {self.spec!r}")

@@ -7,15 +7,19 @@ keeps no ids of its own).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from searchmm.defaults import EXACT_THRESHOLD
 from searchmm.errors import SearchmmError
+from searchmm.index.budget import describe_bytes, estimate_bytes
 from searchmm.index.faisslib import FaissObject, faiss_reason, load_faiss
 
 AUTO = "auto"
+PQ_THRESHOLD = 4_000_000  # IVF-Flat above it would take 8 GB of RAM at 512-d
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,8 @@ class IndexParams:
     ef_search: int = 64  # HNSW candidates kept while searching
     ef_construction: int = 80  # HNSW candidates kept while adding
     refine_k_factor: int = 8  # a Refine step re-ranks this many times k candidates
+    rerank_factor: int = 10  # PQ candidates re-ranked with stored vectors: this many times k
+    rerank_min: int = 100  # and at least this many (bench/scale.py)
     train_sample: int = 100_000  # most vectors trained on (at least 40 per IVF list)
     train_seed: int = 1234  # the sample is drawn with this seed: builds are reproducible
     nprobe_min: int = 16  # IVF lists probed, at least (never more than there are)
@@ -35,31 +41,65 @@ class IndexParams:
         return min(nlist, max(self.nprobe_min, nlist // self.nprobe_lists_per_probe))
 
 
-def choose_spec(n: int, *, exact_threshold: int = EXACT_THRESHOLD) -> str:
-    """FAISS factory string for ``n`` vectors: exact below the threshold, IVF above it.
+def choose_spec(
+    n: int, dim: int, *, exact_threshold: int = EXACT_THRESHOLD, budget: int | None = None
+) -> str:
+    """FAISS factory string for ``n`` vectors of ``dim``: the most exact type that suits the
+    size and whose estimated RAM (`budget.estimate_bytes`) fits ``budget`` bytes (None: any).
 
-    Measured with bench/index_bench.py (512-d clustered vectors, 2 cores; results in
-    bench/results/index_bench.md, alternatives in bench/results/index_bench_explore.md):
+    Measured with bench/index_bench.py and bench/scale.py (512-d clustered vectors, 2 cores;
+    results in bench/results/):
 
     - Flat is exact and cheap below 100k (a query scans 200 MB at most), removals are free.
-    - IVF with nlist near sqrt(n) and nprobe 16: recall@10 0.983 at 100k (IVF256) and 0.996 at
-      1M (IVF1024, 12x the flat single-query QPS); it builds in 17 s at 1M and removes ids.
-    - HNSW32 (efConstruction 80, efSearch 64), the earlier choice, reached only 0.90 at 100k
-      and 0.53 at 1M, took 429 s to build at 1M and cannot remove ids: available through
-      `--index-spec HNSW32`, no longer chosen automatically.
+    - IVF-Flat with nlist near sqrt(n) and nprobe 16: recall@10 0.983 at 100k (IVF256) and
+      0.996 at 1M (IVF1024, 12x the flat single-query QPS); it builds in 17 s at 1M and
+      removes ids. HNSW32 reached lower recall, took 429 s to build at 1M and cannot remove
+      ids: available through `--index-spec HNSW32`, not chosen automatically.
+    - Above `PQ_THRESHOLD` (or where the budget cannot hold the full vectors): IVF-PQ, dim/8
+      bytes a vector and fewer while over budget, whose candidates are re-ranked with the
+      stored vectors (`search.rerank`), so scores stay exact cosines.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    if n == 0 or n < exact_threshold:
-        return "IDMap2,Flat"
-    return f"IVF{2 ** max(0, round(float(np.log2(np.sqrt(n)))))},Flat"
+    candidates = list(_candidates(n, dim, exact_threshold, budgeted=budget is not None))
+    for spec in candidates:
+        if budget is None or estimate_bytes(spec, n, dim) <= budget:
+            return spec
+    least = min(estimate_bytes(spec, n, dim) for spec in candidates)
+    raise SearchmmError(
+        f"a memory budget of {describe_bytes(budget or 0)} cannot hold an index of {n:,} "
+        f"{dim}-d vectors: the smallest automatic one needs about {describe_bytes(least)}; "
+        "raise --memory-budget, or choose a type with `searchmm reindex --index-spec`"
+    )
+
+
+def _candidates(n: int, dim: int, exact_threshold: int, *, budgeted: bool) -> Iterator[str]:
+    if n < exact_threshold:
+        yield "IDMap2,Flat"
+    if n == 0:
+        return
+    nlist = 2 ** max(0, round(float(np.log2(np.sqrt(n)))))
+    if n < exact_threshold or n < PQ_THRESHOLD or budgeted:
+        yield f"IVF{nlist},Flat"
+    for m in (dim // 8, dim // 16, dim // 32):
+        if m >= 1 and dim % m == 0:
+            yield f"IVF{nlist},PQ{m}"
 
 
 def family(spec: str) -> str:
-    """Flat, HNSW or IVF...: auto-chosen indexes are rebuilt only when the family changes."""
-    parts = [p for p in spec.split(",") if not p.startswith("IDMap")]
+    """The type without its sizes ("IVF,Flat", "IVF,PQ", "Flat", "HNSW"): auto-chosen indexes
+    are rebuilt when the type for their size changes, not for a new nlist or code size."""
+    parts = [re.sub(r"\d+", "", p) for p in spec.split(",") if not p.startswith("IDMap")]
     head = parts[0] if parts else spec
-    return "".join(ch for ch in head if not ch.isdigit())
+    if head.startswith("IVF") and len(parts) > 1:
+        return f"{head},{parts[1].split('x')[0]}"
+    return head
+
+
+def nlist_of(spec: str) -> int | None:
+    """The IVF list count a factory string asks for (None: not an IVF spec)."""
+    match = re.search(r"(?:^|,)IVF(\d+)", spec)
+    return int(match.group(1)) if match else None
 
 
 def chain(index: FaissObject) -> list[FaissObject]:
@@ -120,6 +160,20 @@ def selector_params(values: dict[str, int], allowed: np.ndarray) -> FaissObject:
     if "efSearch" in values:
         return faiss.SearchParametersHNSW(sel=selector, efSearch=values["efSearch"])
     return faiss.SearchParameters(sel=selector)
+
+
+def removable(index: FaissObject) -> bool:
+    faiss = load_faiss()
+    unremovable = (faiss.IndexHNSW, faiss.IndexNSG, faiss.IndexRefine)
+    return not any(isinstance(i, unremovable) for i in chain(index))
+
+
+def approximate_scores(index: FaissObject) -> bool:
+    """Whether its scores are of compressed codes (PQ, SQ): its candidates are then ranked
+    again with the stored vectors (`search.rerank`). A Refine step does that itself."""
+    faiss = load_faiss()
+    exact = (faiss.IndexFlat, faiss.IndexIVFFlat, faiss.IndexHNSWFlat, faiss.IndexRefine)
+    return not any(isinstance(i, exact) for i in chain(index))
 
 
 def _takes_ids(index: FaissObject) -> bool:

@@ -7,6 +7,7 @@ vectors when it is missing, unreadable, of the wrong type for its size, or incon
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -14,10 +15,12 @@ from typing import TYPE_CHECKING
 
 from searchmm.atomicfile import leftover_temps
 from searchmm.errors import IndexFileError, SearchmmError
+from searchmm.index.budget import BUDGET_KEY, estimate_bytes
 from searchmm.index.file import IndexHeader
-from searchmm.index.specs import AUTO, choose_spec, family
-from searchmm.index.vector_index import VectorIndex
+from searchmm.index.specs import AUTO, IndexParams, choose_spec, family, nlist_of
+from searchmm.index.vector_index import VectorIndex, build_from
 from searchmm.store.reads import StoreReads
+from searchmm.store.snapshots import BATCH_ROWS
 from searchmm.vocabulary import Kind
 
 if TYPE_CHECKING:
@@ -68,21 +71,22 @@ class IndexSet:
             self.save(kind)
         return index
 
+    def budget(self) -> int | None:
+        """The memory budget (bytes) recorded with `--memory-budget`, if any."""
+        value = self.store.get_meta(BUDGET_KEY)
+        return int(value) if value else None
+
     def rebuild(self, kind: str, spec: str | None = None, *, persist: bool = True) -> VectorIndex:
-        """Build from every stored vector; a given spec is remembered for later rebuilds."""
+        """Build from every stored vector, streamed from one snapshot (a training sample, then
+        batches), so memory holds the index and one batch; a given spec is remembered."""
         wanted = spec if spec is not None else self.requested_spec(kind)
-        seq, ids, vectors = self.store.snapshot(Kind(kind), self.dim)
         try:
-            index = VectorIndex.build(
-                self.dim, ids, vectors, wanted, exact_threshold=self.exact_threshold
-            )
+            seq, index = self._build(kind, wanted)
         except SearchmmError:
-            if spec is not None:
+            if spec is not None or wanted == AUTO:
                 raise  # the user's new spec failed: the old index and setting stay as they were
             log.warning("index spec %r no longer builds for %s: using auto", wanted, kind)
-            index = VectorIndex.build(
-                self.dim, ids, vectors, AUTO, exact_threshold=self.exact_threshold
-            )
+            seq, index = self._build(kind, AUTO)
             spec = AUTO
         if spec is not None:
             self.writable().set_meta(f"index_spec.{kind}", spec)
@@ -91,6 +95,51 @@ class IndexSet:
         if persist:
             self.save(kind)
         return index
+
+    def _build(self, kind: str, spec: str) -> tuple[int, VectorIndex]:
+        """Under a budget, the training sample takes at most an eighth of it and a batch a
+        sixteenth (as float32): with the index and the process's fixed buffers (about 20 MB:
+        SQLite's caches, FAISS's and BLAS's work space) the build's peak stays within it."""
+        params, budget, row = IndexParams(), self.budget(), 4 * self.dim
+        batch = BATCH_ROWS
+        if budget is not None:
+            params = dataclasses.replace(
+                params, train_sample=min(params.train_sample, budget // (8 * row))
+            )
+            batch = max(1_000, min(batch, budget // (16 * row)))
+        with self.store.vector_snapshot(Kind(kind), self.dim) as snapshot:
+            index = build_from(
+                self.dim,
+                snapshot.count,
+                lambda rows: snapshot.sample(rows, params.train_seed),
+                snapshot.batches(batch),
+                spec,
+                exact_threshold=self.exact_threshold,
+                budget=budget,
+                params=params,
+            )
+            return snapshot.seq, index
+
+    def _outgrown(self, index: VectorIndex, count: int) -> str | None:
+        """Why an auto-chosen index should be built again for `count` vectors, if it should:
+        another type suits the size or the budget, its IVF lists are 4x too many or too few
+        for it, or its quantiser drifted (`drift`)."""
+        budget = self.budget()
+        wanted = choose_spec(count, self.dim, exact_threshold=self.exact_threshold, budget=budget)
+        if family(wanted) != family(index.spec):
+            return f"{count} vectors: switching the index to {wanted}"
+        if budget is not None and estimate_bytes(index.spec, count, self.dim) > budget:
+            return f"{index.spec} for {count} vectors would exceed the memory budget"
+        have, fit = nlist_of(index.spec), nlist_of(wanted)
+        if have and fit and not have / 4 < fit < have * 4:
+            return f"{count} vectors: {have} IVF lists no longer fit, building {wanted}"
+        if index.drift.drifted(count):
+            return (
+                f"the quantiser drifted: vectors added since training lie "
+                f"{index.drift.added_mean:.3f} from their centroids, {index.drift.trained:.3f} "
+                "at training; training again"
+            )
+        return None
 
     def dirty(self, kind: str) -> bool:
         """Whether the index in memory is ahead of its file."""
@@ -149,9 +198,6 @@ class IndexSet:
             index.remove(delta.changed_ids)  # idempotent: a changed id is re-added below
             index.add(delta.add_ids, delta.vectors)
         self._seq[kind] = delta.seq
-        wanted = self.requested_spec(kind)
-        if wanted == AUTO:
-            wanted = choose_spec(delta.count, exact_threshold=self.exact_threshold)
         if index.ntotal != delta.count:
             log.warning(
                 "%s holds %d vectors but the store %d: rebuilding it",
@@ -160,7 +206,8 @@ class IndexSet:
                 delta.count,
             )
             return self.rebuild(kind, persist=False)
-        if family(wanted) != family(index.spec):
-            log.info("%d %s vectors: switching the index to %s", delta.count, kind, wanted)
+        reason = self._outgrown(index, delta.count) if self.requested_spec(kind) == AUTO else None
+        if reason is not None:
+            log.info("%s index: %s", kind, reason)
             return self.rebuild(kind, persist=False)
         return index

@@ -21,7 +21,7 @@ def train(index: Any, spec: str, vectors: np.ndarray, params: IndexParams) -> No
             f"index spec {spec!r} needs at least {nlist} vectors to train (one per IVF "
             f"list) but got {n}: use a smaller nlist (e.g. IVF{suggest},Flat) or 'Flat'"
         )
-    limit = max(params.train_sample, 40 * nlist)
+    limit = training_rows(index, params)
     if n > limit:
         rows = np.random.default_rng(params.train_seed).choice(n, size=limit, replace=False)
         vectors = vectors[np.sort(rows)]
@@ -32,3 +32,9 @@ def train(index: Any, spec: str, vectors: np.ndarray, params: IndexParams) -> No
         index.train(vectors)
     except RuntimeError as exc:
         raise SearchmmError(f"cannot train index {spec!r}: {faiss_reason(exc)}") from exc
+
+
+def training_rows(index: Any, params: IndexParams) -> int:
+    """How many vectors training draws: the sample size, and >= 40 per IVF list."""
+    ivf = load_faiss().try_extract_index_ivf(index)
+    return max(params.train_sample, 40 * (int(ivf.nlist) if ivf is not None else 0))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -16,11 +17,19 @@ from searchmm.defaults import EXACT_THRESHOLD
 from searchmm.errors import SearchmmError
 from searchmm.index import specs
 from searchmm.index.checks import as_ids, as_matrix, check_batch
+from searchmm.index.drift import QuantiserDrift
 from searchmm.index.faisslib import load_faiss, threads_for
 from searchmm.index.file import IndexHeader, read_index_file, write_index_file
 from searchmm.index.gpu import GpuMirror
 from searchmm.index.specs import AUTO, IndexParams
-from searchmm.index.training import train
+from searchmm.index.training import train, training_rows
+
+
+class BuildOptions(TypedDict, total=False):
+    exact_threshold: int  # automatic choice: exact search below this many vectors
+    budget: int | None  # automatic choice: bytes of RAM the index may take
+    use_gpu: bool | None
+    params: IndexParams | None
 
 
 class VectorIndex:
@@ -40,6 +49,7 @@ class VectorIndex:
         self.params = params or IndexParams()
         self.search_params: dict[str, int] = specs.search_params(index, self.params)
         self._mirror = GpuMirror(use_gpu)
+        self.drift = QuantiserDrift()
         specs.apply_search_params(self._cpu, self.search_params)
 
     @classmethod
@@ -49,22 +59,11 @@ class VectorIndex:
         ids: np.ndarray,
         vectors: np.ndarray,
         spec: str = AUTO,
-        *,
-        exact_threshold: int = EXACT_THRESHOLD,
-        use_gpu: bool | None = None,
-        params: IndexParams | None = None,
+        **options: Unpack[BuildOptions],
     ) -> VectorIndex:
         """A new index over ``vectors``; trains first when the type needs it (IVF, PQ)."""
         ids, vectors = as_ids(ids), as_matrix(vectors, dim, "vectors")
-        if spec == AUTO:
-            spec = specs.choose_spec(len(ids), exact_threshold=exact_threshold)
-        params = params or IndexParams()
-        index, spec = specs.make_index(dim, spec, params)
-        self = cls(index, spec, use_gpu=use_gpu, params=params)
-        if self._prepare(ids, vectors):
-            self._mirror.ensure(self._cpu)  # a bulk add is where a GPU pays off
-            self._insert(ids, vectors)
-        return self
+        return build_from(dim, len(ids), lambda _rows: vectors, [(ids, vectors)], spec, **options)
 
     @classmethod
     def empty(
@@ -91,9 +90,12 @@ class VectorIndex:
     @property
     def supports_remove(self) -> bool:
         """HNSW (and NSG, Refine) cannot delete; the caller rebuilds from the store instead."""
-        faiss = load_faiss()
-        unremovable = (faiss.IndexHNSW, faiss.IndexNSG, faiss.IndexRefine)
-        return not any(isinstance(i, unremovable) for i in specs.chain(self._cpu))
+        return specs.removable(self._cpu)
+
+    @property
+    def reranks(self) -> bool:
+        """Whether its scores are of compressed codes (`specs.approximate_scores`)."""
+        return specs.approximate_scores(self._cpu)
 
     @property
     def supports_filter(self) -> bool:
@@ -102,8 +104,7 @@ class VectorIndex:
 
     def set_search_params(self, **values: int) -> None:
         """Change search-time parameters (FAISS's names, e.g. nprobe, efSearch) of this index."""
-        unknown = set(values) - set(self.search_params)
-        if unknown:
+        if unknown := set(values) - set(self.search_params):
             raise ValueError(f"index {self.spec!r} has no search parameter {sorted(unknown)}")
         self._sync_cpu()
         self.search_params.update(values)
@@ -113,7 +114,10 @@ class VectorIndex:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add L2-normalised vectors under the caller's int64 ids (unique, >= 0, not stored yet)."""
         ids, vectors = as_ids(ids), as_matrix(vectors, self.dim, "vectors")
+        untrained = not self._cpu.is_trained
         if self._prepare(ids, vectors):
+            record = self.drift.record_baseline if untrained else self.drift.record_added
+            record(self._cpu, vectors)
             self._insert(ids, vectors)
 
     def remove(self, ids: np.ndarray) -> bool:
@@ -173,11 +177,10 @@ class VectorIndex:
 
     def save(self, path: str | os.PathLike[str], header: IndexHeader) -> IndexHeader:
         """Write header and index to one file atomically; returns the header as written.
-
-        dim, spec and count come from the index itself, so the file cannot contradict it.
-        """
+        dim, spec, count and drift come from the index, so the file cannot contradict it."""
         self._sync_cpu()
-        header = dataclasses.replace(header, dim=self.dim, spec=self.spec, count=self.ntotal)
+        shape: dict[str, Any] = {"dim": self.dim, "spec": self.spec, "count": self.ntotal}
+        header = dataclasses.replace(header, **shape, **self.drift.fields())
         write_index_file(path, self._cpu, header)
         return header
 
@@ -191,7 +194,11 @@ class VectorIndex:
     ) -> tuple[VectorIndex, IndexHeader]:
         """Read a file written by save; a damaged one raises IndexFileError (rebuild it)."""
         index, header = read_index_file(path)
-        return cls(index, header.spec, use_gpu=use_gpu, params=params), header
+        self = cls(index, header.spec, use_gpu=use_gpu, params=params)
+        self.drift = QuantiserDrift(
+            header.drift_trained, header.drift_added_sum, header.drift_added
+        )
+        return self, header
 
     def _prepare(self, ids: np.ndarray, vectors: np.ndarray) -> bool:
         """Validate a batch and train on it if the index is untrained; False when it is empty."""
@@ -201,6 +208,18 @@ class VectorIndex:
         if not self._cpu.is_trained:
             train(self._cpu, self.spec, vectors, self.params)
         return True
+
+    def _fill(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+        """A new index's bulk add; its first batch gives the quantiser's baseline (`drift`)."""
+        first = True
+        for ids, vectors in batches:
+            ids, vectors = as_ids(ids), as_matrix(vectors, self.dim, "vectors")
+            if self._prepare(ids, vectors):
+                if first:
+                    self.drift.record_baseline(self._cpu, vectors)
+                    self._mirror.ensure(self._cpu)  # a bulk add is where a GPU pays off
+                    first = False
+                self._insert(ids, vectors)
 
     def _insert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if not self._mirror.add(ids, vectors):
@@ -212,6 +231,31 @@ class VectorIndex:
         if fresh is not None:
             self._cpu = fresh
             specs.apply_search_params(self._cpu, self.search_params)
+
+
+def build_from(
+    dim: int,
+    count: int,
+    sample: Callable[[int], np.ndarray],
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    spec: str = AUTO,
+    **options: Unpack[BuildOptions],
+) -> VectorIndex:
+    """A new index over `count` vectors that arrive in `batches`, so that only one batch and
+    the training sample (`sample(rows)`: that many vectors drawn evenly, or all of them) are
+    held beside the index. `budget` bounds the automatic choice (bytes)."""
+    if spec == AUTO:
+        threshold = options.get("exact_threshold", EXACT_THRESHOLD)
+        spec = specs.choose_spec(
+            count, dim, exact_threshold=threshold, budget=options.get("budget")
+        )
+    params = options.get("params") or IndexParams()
+    index, spec = specs.make_index(dim, spec, params)
+    built = VectorIndex(index, spec, use_gpu=options.get("use_gpu"), params=params)
+    if count and not index.is_trained:
+        train(index, spec, as_matrix(sample(training_rows(index, params)), dim, "vectors"), params)
+    built._fill(batches)
+    return built
 
 
 def _stored_ids(index: Any) -> np.ndarray:

@@ -10,6 +10,7 @@ from searchmm.errors import SearchmmError
 from searchmm.index.vector_index import VectorIndex
 from searchmm.search.hits import Hit
 from searchmm.search.options import SearchOptions
+from searchmm.search.rerank import search_exact
 from searchmm.store.reads import StoreReads
 
 
@@ -33,11 +34,11 @@ def rank(
         raise SearchmmError(f"query vector has {query.shape[1]} dimensions, the index {index.dim}")
     wanted = page.wanted
     if allowed is None:
-        pairs = _top(*index.search(query, wanted))
+        pairs = _top(*search_exact(store, index, query, wanted))
     elif len(allowed) <= exact_filter_limit or not index.supports_filter:
         pairs = _exact(store, index.dim, query[0], allowed, wanted, exact_filter_limit)
     else:
-        pairs = _top(*index.search(query, wanted, allowed=allowed))
+        pairs = _top(*search_exact(store, index, query, wanted, allowed=allowed))
         if len(pairs) < min(wanted, len(allowed)):
             pairs = _exact(store, index.dim, query[0], allowed, wanted, exact_filter_limit)
     pairs = pairs[page.offset : wanted]

@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from searchmm.errors import Category, Hint, StoreError
+from searchmm.store.blobs import DEFAULT_DTYPE, DTYPE_KEY, from_blobs
 from searchmm.store.connections import DB_FILENAME, ReadConnections, unusable
 from searchmm.store.fspath import path_from_db, path_to_db
 from searchmm.store.migrations import SCHEMA_VERSION, schema_version_of
 from searchmm.store.records import Delta, Item, ItemCounts, StoredModel
+from searchmm.store.snapshots import VectorSnapshot
 from searchmm.vocabulary import KINDS, ChangeOp, Kind, Status
 
 if TYPE_CHECKING:
@@ -72,6 +74,10 @@ class StoreReads(ReadConnections):
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         with self._reading() as db:
             return _meta(db, key, default)
+
+    def embedding_dtype(self) -> str:
+        """How this store keeps new vectors (float32 in stores older than the choice)."""
+        return self.get_meta(DTYPE_KEY, DEFAULT_DTYPE) or DEFAULT_DTYPE
 
     def get_model(self) -> StoredModel | None:
         with self._reading() as db:
@@ -183,6 +189,21 @@ class StoreReads(ReadConnections):
             ).fetchall()
         return (seq, *_as_arrays([r[0] for r in rows], [r[1] for r in rows], dim))
 
+    @contextlib.contextmanager
+    def vector_snapshot(self, kind: Kind, dim: int) -> Iterator[VectorSnapshot]:
+        """Every vector of a kind as one snapshot on a connection of its own (`snapshots`)."""
+        connection = self._connect()
+        try:
+            with contextlib.closing(connection):
+                connection.execute("BEGIN")
+                count = connection.execute(
+                    f"SELECT count(*) {_EMBEDDED_OF_KIND}", (kind,)
+                ).fetchone()[0]
+                yield VectorSnapshot(connection, kind, dim, _last_seq(connection), int(count))
+                connection.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise unusable(self.path, exc) from exc
+
     def delta(self, kind: Kind, since_seq: int, dim: int) -> Delta:
         """What changed for a kind after `since_seq`, with the current vectors, as one snapshot."""
         with self._reading(snapshot=True) as db:
@@ -253,8 +274,7 @@ def _chunked_items(db: sqlite3.Connection, kind: Kind, dim: int, chunk: int) -> 
         if not rows:
             return
         items = [_item(row) for row in rows]
-        blob = b"".join(row[-1] for row in rows)
-        yield items, np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dim)
+        yield items, from_blobs([row[-1] for row in rows], dim)
         last = items[-1].id
 
 
@@ -311,5 +331,4 @@ def _ns(seconds: float) -> int:
 
 
 def _as_arrays(ids: list[int], blobs: list[bytes], dim: int) -> tuple[np.ndarray, np.ndarray]:
-    vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), dim)
-    return np.asarray(ids, dtype=np.int64), vectors
+    return np.asarray(ids, dtype=np.int64), from_blobs(blobs, dim)

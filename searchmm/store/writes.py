@@ -10,10 +10,10 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
 from sqlalchemy import CursorResult, delete, insert, null, select, text, update
 from sqlalchemy.orm import Session
 
+from searchmm.store.blobs import DEFAULT_DTYPE, DTYPE_KEY, check_dtype, to_blob
 from searchmm.store.database import Database
 from searchmm.store.reads import chunks, pruned_key
 from searchmm.store.records import (
@@ -47,9 +47,12 @@ class StoreWrites(Database):
         with self.session() as s, s.begin():
             s.merge(MetaRow(key=key, value=value))
 
-    def set_model(self, model: StoredModel) -> None:
+    def set_model(self, model: StoredModel, *, embedding_dtype: str | None = None) -> None:
+        """Record the model; a new store also records how it keeps vectors (`blobs`)."""
         with self.session() as s, s.begin():
             s.merge(ModelRow.of(model))
+            if embedding_dtype is not None:
+                s.merge(MetaRow(key=DTYPE_KEY, value=check_dtype(embedding_dtype)))
 
     def prune_changes(self, kind: Kind, upto_seq: int) -> None:
         """Forget changes that a saved index already reflects, remembering how far (an index
@@ -81,6 +84,7 @@ class StoreWrites(Database):
     ) -> None:
         """One batch of image results: vectors stored, failures recorded (their vectors gone)."""
         with self.session() as s, s.begin():
+            dtype = _dtype(s)
             for image in encoded:
                 row = _image_row(s, image.file, image.replaces)
                 if image.size is not None:
@@ -89,7 +93,9 @@ class StoreWrites(Database):
                     row.width, row.height = _size_of_source(s, image.file.digest)
                 row.status, row.error = Status.OK, None
                 s.flush()
-                _put_embedding(s, row, image.vector, replaced=image.replaces is not None)
+                _put_embedding(
+                    s, row, to_blob(image.vector, dtype), replaced=image.replaces is not None
+                )
             for failure in failed:
                 row = _image_row(s, failure.file, failure.replaces)
                 row.status, row.error = Status.FAILED, failure.reason
@@ -110,6 +116,7 @@ class StoreWrites(Database):
         """One batch of a text file's records. Their file stat reads "unfinished" until
         `finish_text_file`: a crash half way through a file is resumed, not taken as done."""
         with self.session() as s, s.begin():
+            dtype = _dtype(s)
             for record in encoded:
                 row = s.get(ItemRow, record.replaces) if record.replaces is not None else None
                 if row is None:
@@ -124,7 +131,8 @@ class StoreWrites(Database):
                 row.file_digest = None
                 row.status, row.error = Status.OK, None
                 s.flush()
-                _put_embedding(s, row, record.vector, replaced=record.replaces is not None)
+                blob = to_blob(record.vector, dtype)
+                _put_embedding(s, row, blob, replaced=record.replaces is not None)
 
     def finish_text_file(self, file: FileState) -> None:
         """Mark every record of a text file as ingested from this version of it."""
@@ -165,8 +173,9 @@ class StoreWrites(Database):
             known = _known_items(s, rows)
             next_id = int(s.scalar(text(_LAST_ITEM_ID)) or 0) + 1
             new_items: list[dict[str, Any]] = []
+            dtype = _dtype(s)
             for row in rows:
-                blob = np.asarray(row.vector, dtype=np.float32).tobytes()
+                blob = to_blob(row.vector, dtype)
                 key = (row.kind, row.path, row.locator)
                 found = known.get(key)
                 if found is None:
@@ -277,8 +286,12 @@ def _size_of_source(s: Session, digest: str | None) -> tuple[int | None, int | N
     return (source[0], source[1]) if source else (None, None)
 
 
-def _put_embedding(s: Session, row: ItemRow, vector: np.ndarray, *, replaced: bool) -> None:
-    blob = np.asarray(vector, dtype=np.float32).tobytes()
+def _dtype(s: Session) -> str:
+    """How this store keeps vectors, read in the writing transaction."""
+    return s.scalar(select(MetaRow.value).where(MetaRow.key == DTYPE_KEY)) or DEFAULT_DTYPE
+
+
+def _put_embedding(s: Session, row: ItemRow, blob: bytes, *, replaced: bool) -> None:
     if replaced:
         s.merge(EmbeddingRow(item_id=row.id, vector=blob))
     else:

@@ -1,0 +1,62 @@
+"""All of a kind's vectors, read as one snapshot in bounded memory: for building an index of
+millions of vectors (a training sample, then batches in id order) without holding them all."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from searchmm.store.blobs import from_blobs
+from searchmm.vocabulary import Kind
+
+BATCH_ROWS = 50_000  # 100 MB of float32 512-d vectors per batch
+_EMBEDDED = "FROM embeddings JOIN items ON items.id = embeddings.item_id WHERE items.kind = ?"
+
+
+@dataclass
+class VectorSnapshot:
+    """What one read transaction sees: `seq` (the last change it includes) and `count`
+    vectors, which `sample` and `batches` read; valid until the snapshot is closed."""
+
+    db: sqlite3.Connection
+    kind: Kind
+    dim: int
+    seq: int
+    count: int
+
+    def sample(self, rows: int, seed: int) -> np.ndarray:
+        """`rows` vectors drawn at random with `seed` (all of them when there are no more)."""
+        if rows >= self.count:
+            return np.vstack([v for _, v in self.batches()] or [np.empty((0, self.dim))])
+        ids = np.fromiter(
+            (r[0] for r in self.db.execute(f"SELECT embeddings.item_id {_EMBEDDED}", (self.kind,))),
+            dtype=np.int64,
+        )
+        chosen = np.sort(np.random.default_rng(seed).choice(ids, size=rows, replace=False))
+        blobs: list[bytes] = []
+        for start in range(0, len(chosen), 900):
+            part = chosen[start : start + 900].tolist()
+            marks = ", ".join("?" * len(part))
+            sql = f"SELECT vector FROM embeddings WHERE item_id IN ({marks}) ORDER BY item_id"
+            blobs += [r[0] for r in self.db.execute(sql, part)]
+        return from_blobs(blobs, self.dim)
+
+    def batches(self, rows: int = BATCH_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, float32 vectors) in id order, `rows` at a time."""
+        last = -1
+        while True:
+            found = self.db.execute(
+                f"SELECT embeddings.item_id, embeddings.vector {_EMBEDDED} "
+                "AND embeddings.item_id > ? ORDER BY embeddings.item_id LIMIT ?",
+                (self.kind, last, rows),
+            ).fetchall()
+            if not found:
+                return
+            yield (
+                np.fromiter((r[0] for r in found), np.int64, len(found)),
+                from_blobs([r[1] for r in found], self.dim),
+            )
+            last = found[-1][0]
