@@ -20,8 +20,8 @@ from searchmm.store.connections import DB_FILENAME, unusable
 # New stores only (SQLite fixes it when the file is made). A row of one float32 512-d vector
 # is 2 kB: with 4 kB pages each took a page of its own (4,106 bytes a row), with 16 kB 2,342
 # (float16: 1,369 and 1,093); writes and scans ran 1.2-1.6x faster and a random read of 80
-# rows took the same 0.07 ms; 64 kB pages made that read 7x slower (/tmp measurement,
-# recorded in bench/results/scale.md).
+# rows took the same 0.07 ms; 64 kB pages made that read 7x slower (`bench/scale.py
+# --storage-rows`, bench/results/scale.md).
 PAGE_SIZE = 16_384
 
 

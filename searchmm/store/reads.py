@@ -192,17 +192,8 @@ class StoreReads(ReadConnections):
     @contextlib.contextmanager
     def vector_snapshot(self, kind: Kind, dim: int) -> Iterator[VectorSnapshot]:
         """Every vector of a kind as one snapshot on a connection of its own (`snapshots`)."""
-        connection = self._connect()
-        try:
-            with contextlib.closing(connection):
-                connection.execute("BEGIN")
-                count = connection.execute(
-                    f"SELECT count(*) {_EMBEDDED_OF_KIND}", (kind,)
-                ).fetchone()[0]
-                yield VectorSnapshot(connection, kind, dim, _last_seq(connection), int(count))
-                connection.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            raise unusable(self.path, exc) from exc
+        with self._own_snapshot(kind) as (db, count):
+            yield VectorSnapshot(db, kind, dim, _last_seq(db), count)
 
     def delta(self, kind: Kind, since_seq: int, dim: int) -> Delta:
         """What changed for a kind after `since_seq`, with the current vectors, as one snapshot."""
@@ -240,6 +231,12 @@ class StoreReads(ReadConnections):
         """(how many, chunks of (items, their float32 vectors)) in id order: the whole kind in
         bounded memory, read as one snapshot (on a connection of its own, held until the end),
         so that the count and the rows agree even while an ingest writes."""
+        with self._own_snapshot(kind) as (db, count):
+            yield count, _chunked_items(db, kind, dim, chunk)
+
+    @contextlib.contextmanager
+    def _own_snapshot(self, kind: Kind) -> Iterator[tuple[sqlite3.Connection, int]]:
+        """(a connection of its own in one read transaction, the kind's embedded count)."""
         connection = self._connect()
         try:
             with contextlib.closing(connection):
@@ -247,7 +244,7 @@ class StoreReads(ReadConnections):
                 count = connection.execute(
                     f"SELECT count(*) {_EMBEDDED_OF_KIND}", (kind,)
                 ).fetchone()[0]
-                yield int(count), _chunked_items(connection, kind, dim, chunk)
+                yield connection, int(count)
                 connection.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise unusable(self.path, exc) from exc
