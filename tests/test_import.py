@@ -5,6 +5,7 @@ nothing; a kill -9 mid-import resumes to the very same store."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -281,3 +282,23 @@ def test_an_image_of_several_captions_is_one_item(tmp_path: Path, tiny_config: P
         assert (summary.added, summary.unchanged) == (6, 4)
         assert [i.path for i in engine.items("images")] == ["/far/dog.jpg"]
         assert sorted(i.text for i in engine.items("texts")) == captions
+
+
+def test_names_that_are_not_utf8_round_trip(tmp_path: Path, tiny_config: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    odd = Path(os.fsdecode(bytes(photos) + b"/caf\xe9-\xff.png"))
+    make_image(odd, seed=1)
+    make_image(photos / "plain.png", seed=2)
+    (photos / "notes.txt").write_text("a cat\nthe sky\n", encoding="utf-8")
+    notes = Path(os.fsdecode(bytes(photos) + b"/n\xe9.txt"))
+    notes.write_text("latin name, utf-8 text\n", encoding="utf-8")
+    store, out, copy = tmp_path / "idx", tmp_path / "out", tmp_path / "copy"
+    with Engine(store, model=ModelSpec.from_options(model_config=tiny_config)) as engine:
+        engine.ingest([photos], texts_in_folders=True)
+        engine.export_embeddings(out, dtype="float32")
+    invoke_json("import", out, "--index-dir", copy)
+    assert dump(copy) == dump(store)  # the odd names exactly, and found on disk (not external)
+    with Engine(copy) as engine:
+        paths = {item.path: item.external for item in engine.items()}
+    assert paths == {str(odd): False, str(photos / "plain.png"): False}

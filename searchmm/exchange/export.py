@@ -183,6 +183,8 @@ class _Shards:
             ],
             "file_size": [i.file_size for i in items],
             "mtime_ns": [i.file_mtime_ns for i in items],
+            # parquet strings are UTF-8: a name that is not keeps its exact bytes here
+            "path_bytes": [None if _utf8(i.path) else os.fsencode(i.path) for i in items],
         }
         if self.kind is Kind.IMAGE:
             columns.update(
@@ -200,12 +202,17 @@ class _Shards:
         return self.pa.table(columns, schema=self.schema)
 
 
+def _utf8(path: str) -> bool:
+    return display_path(path) == path
+
+
 def _schema(pa: Any, kind: Kind) -> Any:
     common = [
         ("file_size", pa.int64()),
         ("mtime_ns", pa.int64()),
         ("content_digest", pa.string()),
         ("metadata", pa.string()),
+        ("path_bytes", pa.binary()),
     ]
     if kind is Kind.IMAGE:
         fields = [

@@ -35,7 +35,7 @@ NORM_TOLERANCE = 1e-5  # a float32 unit vector's norm is within 1e-7 of 1
 # columns of `searchmm export` that become item fields, not metadata
 _FIELDS = {
     "id", "image_path", "width", "height", "file_size", "mtime_ns", "content_digest", "metadata",
-    "caption", "source", "locator",
+    "caption", "source", "locator", "path_bytes",
 }  # fmt: skip
 
 
@@ -204,7 +204,7 @@ def _normalised(vectors: np.ndarray) -> np.ndarray:
 def _item(shard: Shard, split: bool, values: dict[str, Any], vector: Any) -> ImportedItem:
     meta = _meta(values, split)
     if shard.kind is Kind.IMAGE:
-        path = _local_path(str(values["image_path"]))
+        path = _path_of(values, "image_path")
         external = path.startswith(URL_SCHEMES) or not os.path.isfile(path)
         digest = values.get("content_digest") if split else None
         return ImportedItem(
@@ -224,7 +224,7 @@ def _item(shard: Shard, split: bool, values: dict[str, Any], vector: Any) -> Imp
         )
     caption = str(values["caption"])
     if split and values.get("source"):  # a record of a text collection, maybe on this machine
-        path, locator = _local_path(str(values["source"])), str(values.get("locator") or "")
+        path, locator = _path_of(values, "source"), str(values.get("locator") or "")
         external = not os.path.isfile(path)
     else:  # clip-retrieval: a caption of the pair's image, known by its text (no ingest reads it)
         path = _local_path(str(values.get("image_path") or shard.metadata))
@@ -265,6 +265,13 @@ def _meta(values: dict[str, Any], split: bool) -> dict[str, Any] | None:
     return {
         k: (v if isinstance(v, str | int | float | bool) else str(v)) for k, v in extra.items()
     } or None
+
+
+def _path_of(values: dict[str, Any], column: str) -> str:
+    """The row's path: its exact bytes where `searchmm export` kept them (a name that is not
+    UTF-8), else the column's text."""
+    exact = values.get("path_bytes")
+    return os.fsdecode(exact) if exact else _local_path(str(values[column]))
 
 
 def _local_path(path: str) -> str:
