@@ -117,9 +117,10 @@ def test_flat_self_retrieval_and_removal(n: int, dim: int, seed: int, frac: floa
 def test_choose_spec_thresholds() -> None:
     assert choose_spec(0, 512) == "IDMap2,Flat"
     assert choose_spec(99_999, 512) == "IDMap2,Flat"
-    assert choose_spec(100_000, 512) == "IVF256,Flat"  # sqrt = 316 -> 2**8
-    assert choose_spec(1_000_000, 512) == "IVF1024,Flat"  # 1000 -> 2**10
-    assert choose_spec(10_000_000, 512) == "IVF4096,PQ64"  # 3162 -> 2**12; 20 GB as floats
+    assert choose_spec(100_000, 512) == "IVF256,PQ128x4fs"  # sqrt = 316 -> 2**8
+    assert choose_spec(1_000_000, 512) == "IVF1024,PQ128x4fs"  # 1000 -> 2**10
+    assert choose_spec(10_000_000, 512) == "IVF4096,PQ128x4fs"  # 3162 -> 2**12
+    assert choose_spec(19_999, 512, exact_threshold=1_000) == "IVF128,Flat"  # too few for PQ
     assert choose_spec(50, 512, exact_threshold=10) == "IVF8,Flat"
     assert choose_spec(1, 512, exact_threshold=0) == "IVF1,Flat"
     with pytest.raises(ValueError):
@@ -220,7 +221,7 @@ def test_defaults_and_families() -> None:
     assert family("IDMap2,Flat") == family("Flat") == "Flat"
     assert family("IDMap2,HNSW32,Flat") == family("HNSW64") == "HNSW"
     assert family("IVF256,Flat") == family("IVF1024,Flat") == "IVF,Flat"
-    assert family("IVF1024,PQ64") == family("IVF4096,PQ32x8") == "IVF,PQ"
+    assert family("IVF1024,PQ64") == family("IVF4096,PQ128x4fs") == "IVF,PQ"
 
 
 def test_ivf_needs_enough_training_vectors() -> None:

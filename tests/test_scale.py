@@ -114,16 +114,14 @@ def test_memory_sizes_parse() -> None:
 
 def test_the_budget_picks_the_most_exact_index_that_fits() -> None:
     n, d = 2_000_000, 512
-    assert choose_spec(n, d) == "IVF1024,Flat"
-    assert choose_spec(n, d, budget=64 * 2**30) == "IVF1024,Flat"
-    assert choose_spec(n, d, budget=1 * 2**30) == "IVF1024,PQ64"  # 4 GB as floats
-    assert choose_spec(n, d, budget=80 * 2**20) == "IVF1024,PQ16"
-    assert choose_spec(50_000, d, budget=10 * 2**20) == "IVF256,PQ64"  # flat: 100 MB
-    for spec in ("IVF1024,Flat", "IVF1024,PQ64", "IVF1024,PQ16"):
-        assert estimate_bytes(spec, n, d) <= (64 * 2**30 if "Flat" in spec else 2**30)
+    assert choose_spec(n, d) == choose_spec(n, d, budget=2**30) == "IVF1024,PQ128x4fs"
+    codes, centroids, codebooks = int(n * (64 + 8) * 1.3), 4 * d * 1024, 4 * d * 16
+    assert estimate_bytes("IVF1024,PQ128x4fs", n, d) == codes + centroids + codebooks
+    assert choose_spec(n, d, budget=100 * 2**20) == "IVF1024,PQ32x4fs"  # 16 + 8 bytes
+    assert choose_spec(50_000, d, budget=10 * 2**20) == "IVF256,PQ128x4fs"  # flat: 100 MB
+    assert choose_spec(50_000, d, budget=200 * 2**20) == "IDMap2,Flat"
     with pytest.raises(SearchmmError, match="cannot hold an index of 2,000,000"):
         choose_spec(n, d, budget=2**20)
-    assert choose_spec(10_000_000, d, budget=64 * 2**30) == "IVF4096,Flat"  # 26 GB: allowed
 
 
 def test_ivf_pq_reranked_with_stored_vectors_is_exact(tmp_path: Path, tiny) -> None:
@@ -132,13 +130,15 @@ def test_ivf_pq_reranked_with_stored_vectors_is_exact(tmp_path: Path, tiny) -> N
     queries = unit(x[::100] + 0.05 * rng.normal(size=(200, DIM)) / np.sqrt(DIM))
     exact = np.argsort(-(queries @ x.T), axis=1, kind="stable")[:, :10] + 1  # ids from 1
     index_dir = tmp_path / "idx"
-    with Engine(index_dir, model=tiny) as engine:
+    with Engine(index_dir, model=tiny, exact_threshold=1_000) as engine:
         engine.import_embeddings(shards(tmp_path / "emb", x, dtype="float32"))
         assert engine.reindex("IVF64,PQ8")["image"] == "IVF64,PQ8"  # 8 bytes a vector
+        plain = [[h.item.id for h in engine.search_vector(q, k=10)] for q in queries]
+        assert engine.reindex("auto")["image"] == "IVF128,PQ16x4fs"  # fast scan, 4-bit codes
         got = [[h.item.id for h in engine.search_vector(q, k=10)] for q in queries]
         hit = engine.search_vector(queries[0], k=10)[0]
         scores, ids = engine.search_batch(queries, k=10)
-    assert np.array_equal(np.asarray(got), exact)
+    assert np.array_equal(np.asarray(plain), exact) and np.array_equal(np.asarray(got), exact)
     assert hit.score == pytest.approx(float(queries[0] @ x[hit.item.id - 1]), abs=1e-6)
     assert np.array_equal(ids, exact)  # a batch is re-ranked too
     np.testing.assert_allclose(
@@ -159,13 +159,14 @@ def hwm():
 
 import faiss, numpy as np
 index_dir, budget = sys.argv[1], (int(sys.argv[2]) or None)
+options = {"exact_threshold": 500_000, "storage": StorageOptions(memory_budget=budget)}
 warm = np.random.default_rng(0).normal(size=(20_000, 64)).astype("float32")
 small = faiss.index_factory(64, "IVF16,PQ8", faiss.METRIC_INNER_PRODUCT)
 small.train(warm)  # FAISS's and BLAS's own buffers are the process's, not the index's
 small.add(warm)
 small.search(warm[:10], 10)
 del small, warm
-with Engine(index_dir, storage=StorageOptions(memory_budget=budget)) as engine:
+with Engine(index_dir, **options) as engine:
     engine.remove(["/nowhere"])  # opens the store for writing: SQLAlchemy is loaded
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
@@ -192,8 +193,8 @@ def test_memory_budget_is_honoured_in_a_subprocess(tmp_path: Path, tiny) -> None
 
     budget = 64 * 2**20
     unbounded, bounded = reindex(0), reindex(budget)
-    assert unbounded["spec"] == "IVF512,Flat" and bounded["spec"] == "IVF512,PQ8"
-    assert int(unbounded["peak_added"]) > budget  # the test can fail: IVF-Flat would not fit
+    assert unbounded["spec"] == "IDMap2,Flat" and bounded["spec"] == "IVF512,PQ16x4fs"
+    assert int(unbounded["peak_added"]) > budget  # the test can fail: flat would not fit
     assert int(bounded["peak_added"]) <= budget
 
 

@@ -23,8 +23,9 @@ def estimate_bytes(spec: str, n: int, dim: int) -> int:
     nlist = _number_after("IVF", spec) or 0
     coarse = 4 * dim * nlist  # the IVF centroids
     if (m := _number_after("PQ", spec)) is not None:
-        codebooks = 4 * dim * 256
-        return int(n * (m + _ID_BYTES) * _LIST_SLACK) + coarse + codebooks
+        bits = int(found.group(1)) if (found := re.search(r"PQ\d+x(\d+)", spec)) else 8
+        codebooks = 4 * dim * (1 << bits)
+        return int(n * (m * bits / 8 + _ID_BYTES) * _LIST_SLACK) + coarse + codebooks
     if nlist:
         return int(n * (4 * dim + _ID_BYTES) * _LIST_SLACK) + coarse
     return n * (4 * dim + _IDMAP2_BYTES)

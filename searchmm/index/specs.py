@@ -19,7 +19,7 @@ from searchmm.index.budget import describe_bytes, estimate_bytes
 from searchmm.index.faisslib import FaissObject, faiss_reason, load_faiss
 
 AUTO = "auto"
-PQ_THRESHOLD = 4_000_000  # IVF-Flat above it would take 8 GB of RAM at 512-d
+PQ_MIN_VECTORS = 20_000  # fewer train too few vectors per PQ code (and IVF-Flat is small)
 
 
 @dataclass(frozen=True)
@@ -47,21 +47,22 @@ def choose_spec(
     """FAISS factory string for ``n`` vectors of ``dim``: the most exact type that suits the
     size and whose estimated RAM (`budget.estimate_bytes`) fits ``budget`` bytes (None: any).
 
-    Measured with bench/index_bench.py and bench/scale.py (512-d clustered vectors, 2 cores;
-    results in bench/results/):
+    Measured with bench/index_bench.py and bench/scale.py (512-d vectors, 2 cores; results in
+    bench/results/):
 
     - Flat is exact and cheap below 100k (a query scans 200 MB at most), removals are free.
-    - IVF-Flat with nlist near sqrt(n) and nprobe 16: recall@10 0.983 at 100k (IVF256) and
-      0.996 at 1M (IVF1024, 12x the flat single-query QPS); it builds in 17 s at 1M and
-      removes ids. HNSW32 reached lower recall, took 429 s to build at 1M and cannot remove
-      ids: available through `--index-spec HNSW32`, not chosen automatically.
-    - Above `PQ_THRESHOLD` (or where the budget cannot hold the full vectors): IVF-PQ, dim/8
-      bytes a vector and fewer while over budget, whose candidates are re-ranked with the
-      stored vectors (`search.rerank`), so scores stay exact cosines.
+    - Above: IVF (nlist near sqrt(n), nprobe 16 or more) with fast-scan PQ codes, dim/4
+      sub-vectors of 4 bits (64 bytes a vector at 512-d), whose best 100 candidates are
+      ranked again with the stored vectors (`search.rerank`), so scores are exact cosines. At
+      1M CLIP-like vectors: p50 2.6 ms at recall@10 0.968, 72 MB of RAM; IVF1024,Flat gave
+      43 ms at 0.984 in 2 GB, so it is no longer chosen above `PQ_MIN_VECTORS`. Under a
+      budget, codes get shorter (dim/16, dim/32 bytes).
+    - HNSW32 took 429 s to build at 1M and cannot remove ids: `--index-spec HNSW32` only.
+    - Below `PQ_MIN_VECTORS` (a low exact threshold) IVF-Flat: too few vectors to train codes.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    candidates = list(_candidates(n, dim, exact_threshold, budgeted=budget is not None))
+    candidates = list(_candidates(n, dim, exact_threshold))
     for spec in candidates:
         if budget is None or estimate_bytes(spec, n, dim) <= budget:
             return spec
@@ -73,17 +74,17 @@ def choose_spec(
     )
 
 
-def _candidates(n: int, dim: int, exact_threshold: int, *, budgeted: bool) -> Iterator[str]:
+def _candidates(n: int, dim: int, exact_threshold: int) -> Iterator[str]:
     if n < exact_threshold:
         yield "IDMap2,Flat"
     if n == 0:
         return
     nlist = 2 ** max(0, round(float(np.log2(np.sqrt(n)))))
-    if n < exact_threshold or n < PQ_THRESHOLD or budgeted:
+    if n < PQ_MIN_VECTORS:
         yield f"IVF{nlist},Flat"
-    for m in (dim // 8, dim // 16, dim // 32):
-        if m >= 1 and dim % m == 0:
-            yield f"IVF{nlist},PQ{m}"
+    for m in (dim // 4, dim // 8, dim // 16):
+        if m >= 2 and dim % m == 0:
+            yield f"IVF{nlist},PQ{m}x4fs"
 
 
 def family(spec: str) -> str:

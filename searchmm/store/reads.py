@@ -24,7 +24,7 @@ from searchmm.store.connections import DB_FILENAME, ReadConnections, unusable
 from searchmm.store.fspath import path_from_db, path_to_db
 from searchmm.store.migrations import SCHEMA_VERSION, schema_version_of
 from searchmm.store.records import Delta, Item, ItemCounts, StoredModel
-from searchmm.store.snapshots import VectorSnapshot
+from searchmm.store.snapshots import EMBEDDED_IN_ID_ORDER, VectorSnapshot
 from searchmm.vocabulary import KINDS, ChangeOp, Kind, Status
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ class StoreReads(ReadConnections):
         with self._reading(snapshot=True) as db:
             seq = _last_seq(db)
             rows = db.execute(
-                f"SELECT embeddings.item_id, embeddings.vector {_EMBEDDED_OF_KIND} "
+                f"SELECT embeddings.item_id, embeddings.vector {EMBEDDED_IN_ID_ORDER} "
                 "ORDER BY embeddings.item_id",
                 (kind,),
             ).fetchall()
@@ -264,8 +264,8 @@ def _chunked_items(db: sqlite3.Connection, kind: Kind, dim: int, chunk: int) -> 
     last = 0
     while True:
         rows = db.execute(
-            f"SELECT {_ITEM_COLUMNS}, embeddings.vector {_EMBEDDED_OF_KIND} AND items.id > ? "
-            "ORDER BY items.id LIMIT ?",
+            f"SELECT {_ITEM_COLUMNS}, embeddings.vector {EMBEDDED_IN_ID_ORDER} "
+            "AND embeddings.item_id > ? ORDER BY embeddings.item_id LIMIT ?",
             (kind, last, chunk),
         ).fetchall()
         if not rows:
