@@ -251,15 +251,19 @@ def _known_items(
     """The stored items among the rows' (kind, path, locator): their ids and vectors."""
     wanted = {(r.kind, r.path, r.locator) for r in rows}
     found: dict[tuple[str, str, str], tuple[int, bytes | None]] = {}
-    for chunk in chunks(sorted({path for _, path, _ in wanted})):
-        stored = s.execute(
-            select(ItemRow.id, ItemRow.kind, ItemRow.path, ItemRow.locator, EmbeddingRow.vector)
-            .outerjoin(EmbeddingRow, EmbeddingRow.item_id == ItemRow.id)
-            .where(ItemRow.path.in_(chunk))
-        )
-        for item_id, kind, path, locator, blob in stored:
-            if (kind, path, locator) in wanted:
-                found[(kind, path, locator)] = (item_id, blob)
+    for kind in sorted({k for k, _, _ in wanted}):
+        # by kind and path: the unique (kind, path, locator) index answers it (by path alone,
+        # SQLite scanned the whole index for every batch: quadratic in the store's size)
+        paths = sorted({path for k, path, _ in wanted if k == kind})
+        for chunk in chunks(paths):
+            stored = s.execute(
+                select(ItemRow.id, ItemRow.path, ItemRow.locator, EmbeddingRow.vector)
+                .outerjoin(EmbeddingRow, EmbeddingRow.item_id == ItemRow.id)
+                .where(ItemRow.kind == kind, ItemRow.path.in_(chunk))
+            )
+            for item_id, path, locator, blob in stored:
+                if (kind, path, locator) in wanted:
+                    found[(kind, path, locator)] = (item_id, blob)
     return found
 
 
