@@ -65,9 +65,9 @@ def test_schema1_store_is_upgraded_and_answers_as_before(old_store: Path) -> Non
                 _same_up_to_ties([[h.item.id, h.score] for h in hits], expected)
         hits = engine.search_item(1, k=5)
         _same_up_to_ties([[h.item.id, h.score] for h in hits], EXPECTED["item:1"])
-    assert _version(old_store) == SCHEMA_VERSION == 3
+    assert _version(old_store) == SCHEMA_VERSION == 4
     history = _sql(old_store, "SELECT version, applied_at, searchmm_version FROM schema_history")
-    assert [row[0] for row in history] == [3] and all(history[0])
+    assert [row[0] for row in history] == [4] and all(history[0])
     indexes = {row[0] for row in _sql(old_store, "SELECT name FROM sqlite_master")}
     assert "ix_items_kind_status" in indexes
 
@@ -85,7 +85,12 @@ def test_upgraded_store_has_the_shape_of_a_new_one(old_store: Path, tmp_path: Pa
             for kind, name in names
             if kind == "table"
         }
-        return {"objects": sorted(names), "columns": columns}
+        indexes = {  # the same columns, and the same partial WHERE
+            name: sql.replace("IF NOT EXISTS ", "")
+            for name, sql in _sql(index_dir, "SELECT name, sql FROM sqlite_master")
+            if name.startswith("ix_")
+        }
+        return {"objects": sorted(names), "columns": columns, "indexes": indexes}
 
     assert shape(old_store) == shape(tmp_path / "new")
 
@@ -144,5 +149,6 @@ def test_concurrent_openers_upgrade_once(old_store: Path) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert _version(old_store) == 3
-    assert [row[0] for row in _sql(old_store, "SELECT version FROM schema_history")] == [3]
+    assert _version(old_store) == SCHEMA_VERSION
+    history = _sql(old_store, "SELECT version FROM schema_history")
+    assert [row[0] for row in history] == [SCHEMA_VERSION]

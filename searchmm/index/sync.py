@@ -66,7 +66,7 @@ class IndexSet:
         index = self._open.get(kind)
         if index is None:
             index = self._load(kind)
-        index = self._catch_up(kind, index)
+        index = self._catch_up(kind, index, persist)
         if persist and self.dirty(kind):
             self.save(kind)
         return index
@@ -177,7 +177,7 @@ class IndexSet:
         self._saved_seq[kind] = header.seq
         return index
 
-    def _catch_up(self, kind: str, index: VectorIndex) -> VectorIndex:
+    def _catch_up(self, kind: str, index: VectorIndex, writer: bool) -> VectorIndex:
         if kind in self._verified and self.store.change_seq() == self._seq[kind]:
             return index  # the per-query path: one cheap read when nothing changed
         self._verified.add(kind)
@@ -206,7 +206,10 @@ class IndexSet:
                 delta.count,
             )
             return self.rebuild(kind, persist=False)
-        reason = self._outgrown(index, delta.count) if self.requested_spec(kind) == AUTO else None
+        # Only a writer rebuilds for a better type: the index a reader has is still correct,
+        # and a query must not spend minutes training (the next write does it, and saves it).
+        auto = writer and self.requested_spec(kind) == AUTO
+        reason = self._outgrown(index, delta.count) if auto else None
         if reason is not None:
             log.info("%s index: %s", kind, reason)
             return self.rebuild(kind, persist=False)

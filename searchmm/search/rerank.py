@@ -21,7 +21,7 @@ def search_exact(
     """`index.search`, re-ranked with the stored vectors when `index.reranks`."""
     if not index.reranks:
         return index.search(queries, k, allowed=allowed)
-    pool = max(k * index.params.rerank_factor, index.params.rerank_min)
+    pool = index.params.rerank_pool(k, index.ntotal)
     _, candidates = index.search(queries, pool, allowed=allowed)
     stored_ids, vectors = store.vectors(np.unique(candidates[candidates >= 0]).tolist(), index.dim)
     order = np.argsort(stored_ids)

@@ -29,7 +29,8 @@ def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     # Let SQLAlchemy, not pysqlite, decide where transactions begin (see _on_begin).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only in a new file
+    cursor.execute(f"PRAGMA page_size={PAGE_SIZE}")  # these two take effect in a new file only
+    cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")  # pruned change-log pages can be freed
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, and vice versa
     cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint, safe in WAL mode
     cursor.execute("PRAGMA foreign_keys=ON")

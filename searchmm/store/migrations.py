@@ -28,6 +28,14 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # 3: imported items whose files are not on this machine, which no ingest removes.
     3: ("ALTER TABLE items ADD COLUMN external BOOLEAN DEFAULT '0' NOT NULL",),
+    # 4: digest indexes hold only the items that have one (imports of millions have none).
+    4: (
+        "DROP INDEX ix_items_content",
+        "CREATE INDEX ix_items_content ON items (kind, content_digest) "
+        "WHERE content_digest IS NOT NULL",
+        "DROP INDEX ix_items_file",
+        "CREATE INDEX ix_items_file ON items (kind, file_digest) WHERE file_digest IS NOT NULL",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
