@@ -121,7 +121,7 @@ def measure_storage(rows: int, dim: int = 512) -> list[dict[str, Any]]:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as scratch:
         for dtype in ("float32", "float16"):
-            for page in (4096, 16384, 65536):
+            for page in (4096, 16384, 32768, 65536):
                 path = Path(scratch) / f"{dtype}-{page}.db"
                 db = sqlite3.connect(path)
                 db.execute(f"PRAGMA page_size={page}")

@@ -99,6 +99,17 @@ def test_import_keeps_float16_shards_as_float16_and_refuses_a_change(
     assert bad.returncode == 1 and "float32 or float16" in bad.stderr
 
 
+def test_a_new_store_has_16k_pages_and_gives_back_its_change_log(tmp_path: Path, tiny) -> None:
+    x = unit(np.random.default_rng(7).normal(size=(20_000, DIM)))
+    with Engine(tmp_path / "idx", model=tiny) as engine:
+        engine.import_embeddings(shards(tmp_path / "emb", x))  # 20,000 changes, then pruned
+    with sqlite3.connect(tmp_path / "idx" / "searchmm.db") as db:
+        pragmas = [db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "auto_vacuum")]
+        assert pragmas == [16_384, 2]  # incremental
+        assert db.execute("SELECT count(*) FROM changes").fetchone()[0] == 0
+        assert db.execute("PRAGMA freelist_count").fetchone()[0] == 0
+
+
 def test_memory_sizes_parse() -> None:
     assert parse_size("8G") == 8 * 2**30 and parse_size("512m") == 512 * 2**20
     assert parse_size("1.5GiB") == int(1.5 * 2**30) and parse_size("4096") == 4096

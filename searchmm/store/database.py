@@ -6,7 +6,7 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
@@ -91,6 +91,20 @@ class Database:
                 cursor.execute("ROLLBACK")
                 raise
             cursor.execute("COMMIT")
+        finally:
+            raw.close()
+
+    def give_back_free_pages(self) -> None:
+        """Shrink the file by its free pages (a pruned change log: 318 MB after importing 10M
+        vectors); a store made before incremental auto-vacuum keeps them for reuse instead.
+        sqlite3's executescript steps the pragma to the end, where execute frees one page."""
+        raw = self.engine.raw_connection()
+        try:
+            cast(sqlite3.Connection, raw.driver_connection).executescript(
+                "PRAGMA incremental_vacuum;"
+            )
+        except sqlite3.DatabaseError as exc:
+            raise unusable(self.path, exc) from exc
         finally:
             raw.close()
 

@@ -60,10 +60,7 @@ class StoreWrites(Database):
         with self.session() as s, s.begin():
             s.execute(delete(ChangeRow).where(ChangeRow.kind == kind, ChangeRow.seq <= upto_seq))
             s.execute(_RAISE_PRUNED, {"key": pruned_key(kind), "seq": str(upto_seq)})
-        # Give the freed pages back to the file system (10M imported vectors left 314 MB of
-        # change log behind); stores made before incremental auto-vacuum keep them for reuse.
-        with self.session() as s:
-            s.execute(text("PRAGMA incremental_vacuum"))
+        self.give_back_free_pages()
 
     def move_files(self, moves: Sequence[tuple[Sequence[int], FileState]]) -> None:
         """Give items a file's new path, stat and digest (same bytes: no vector changes)."""
