@@ -77,6 +77,15 @@ def test_float16_store_keeps_half_the_bytes_and_the_cosines(tmp_path: Path, tiny
     assert hits[0].item.path == "/elsewhere/00000007.jpg" and hits[0].score > 0.9999
 
 
+def test_ingest_into_a_float16_store(tmp_path: Path, photo_dir: Path, tiny_config) -> None:
+    index_dir = tmp_path / "idx"
+    args = ("--index-dir", index_dir, "--model-config", tiny_config)
+    invoke_json("ingest", photo_dir, *args, "--embedding-dtype", "float16")
+    assert blob_sizes(index_dir) == {2 * DIM}
+    hits = invoke_json("query", "a photo", "--index-dir", index_dir, "-k", "2")
+    assert len(hits) == 2 and all(-1.0 <= h["score"] <= 1.0 for h in hits)
+
+
 def test_import_keeps_float16_shards_as_float16_and_refuses_a_change(
     tmp_path: Path, tiny_config
 ) -> None:
