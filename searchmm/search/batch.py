@@ -4,8 +4,9 @@ that is faster than the index, else the index (re-ranked where its scores are ap
 An IVF-Flat index answers a batch barely faster than one query at a time: it scans lists per
 query, where exact search is one matrix product per block of stored vectors. Measured by
 bench/index_bench.py at 1M vectors: IVF1024,Flat 49 queries/s in a batch, exact 136 (0.36x);
-at 100k 593 against 3,118 (0.19x). Reading the stored vectors costs about one second per
-million, repaid from a few hundred queries on (bench/scale.py).
+at 100k 593 against 3,118 (0.19x). Reading the stored vectors is the fixed cost, repaid
+from a few hundred queries on up to a few million vectors; at 10M, 200 exact queries took
+74 s of streaming from the store (bench/results/scale_10m.md), more than the index's own.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from searchmm.store.reads import StoreReads
 from searchmm.vocabulary import Kind
 
 EXACT_BATCH_QUERIES = 256  # from this many queries on, an IVF-Flat index is searched exactly
+EXACT_BATCH_VECTORS = 2_000_000  # and only up to this many stored vectors
 SCORE_CELLS = 25_000_000  # query x vector scores held at once (100 MB)
 
 
@@ -26,7 +28,8 @@ def search_batch(
     store: StoreReads, index: VectorIndex, kind: Kind, queries: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scores (q, k), ids (q, k)) for unit query rows; id -1 pads past the end."""
-    if len(queries) >= EXACT_BATCH_QUERIES and family(index.spec) == "IVF,Flat":
+    exact_pays = len(queries) >= EXACT_BATCH_QUERIES and index.ntotal <= EXACT_BATCH_VECTORS
+    if exact_pays and family(index.spec) == "IVF,Flat":
         return exact_batch(store, kind, index.dim, queries, k)
     return search_exact(store, index, queries, k)
 
