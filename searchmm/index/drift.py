@@ -41,8 +41,7 @@ class QuantiserDrift:
 
     def fields(self) -> dict[str, Any]:
         """As the index file's header keeps them."""
-        trained, added_sum, added = self.trained, self.added_sum, self.added
-        return {"drift_trained": trained, "drift_added_sum": added_sum, "drift_added": added}
+        return {f"drift_{name}": value for name, value in vars(self).items()}
 
     def drifted(self, ntotal: int) -> bool:
         mean = self.added_mean

@@ -50,6 +50,7 @@ class VectorIndex:
         self.search_params: dict[str, int] = specs.search_params(index, self.params)
         self._mirror = GpuMirror(use_gpu)
         self.drift = QuantiserDrift()
+        self.reranks = specs.approximate_scores(index)  # once: asked on every query
         specs.apply_search_params(self._cpu, self.search_params)
 
     @classmethod
@@ -91,11 +92,6 @@ class VectorIndex:
     def supports_remove(self) -> bool:
         """HNSW (and NSG, Refine) cannot delete; the caller rebuilds from the store instead."""
         return specs.removable(self._cpu)
-
-    @property
-    def reranks(self) -> bool:
-        """Whether its scores are of compressed codes (`specs.approximate_scores`)."""
-        return specs.approximate_scores(self._cpu)
 
     @property
     def supports_filter(self) -> bool:

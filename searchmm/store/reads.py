@@ -24,13 +24,18 @@ from searchmm.store.connections import DB_FILENAME, ReadConnections, unusable
 from searchmm.store.fspath import path_from_db, path_to_db
 from searchmm.store.migrations import SCHEMA_VERSION, schema_version_of
 from searchmm.store.records import Delta, Item, ItemCounts, StoredModel
-from searchmm.store.snapshots import EMBEDDED_IN_ID_ORDER, VectorSnapshot
+from searchmm.store.snapshots import (
+    EMBEDDED_IN_ID_ORDER,
+    VectorSnapshot,
+    chunks,
+    embeddings_of,
+    marks,
+)
 from searchmm.vocabulary import KINDS, ChangeOp, Kind, Status
 
 if TYPE_CHECKING:
     from searchmm.search.filters import Filters
 
-CHUNK = 900  # ids per IN (...): below SQLite's bound-parameter limit
 
 _ITEM_COLUMNS = (
     "items.id, items.kind, items.path, items.locator, items.text, items.content_digest, "
@@ -109,7 +114,7 @@ class StoreReads(ReadConnections):
         with self._reading() as db:
             for chunk in chunks(list(ids)):
                 rows = db.execute(
-                    f"SELECT {_ITEM_COLUMNS} FROM items WHERE id IN ({_marks(chunk)})", chunk
+                    f"SELECT {_ITEM_COLUMNS} FROM items WHERE id IN ({marks(chunk)})", chunk
                 )
                 found.update((row[0], _item(row)) for row in rows)
         return found
@@ -121,7 +126,7 @@ class StoreReads(ReadConnections):
             for chunk in chunks(list(set(digests))):
                 rows = db.execute(
                     "SELECT items.content_digest, items.id "
-                    f"{_EMBEDDED_OF_KIND} AND items.content_digest IN ({_marks(chunk)})",
+                    f"{_EMBEDDED_OF_KIND} AND items.content_digest IN ({marks(chunk)})",
                     (kind, *chunk),
                 )
                 found.update((d, i) for d, i in rows if d is not None)
@@ -175,7 +180,7 @@ class StoreReads(ReadConnections):
     def vectors(self, ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids that have an embedding, their vectors) for the given ids."""
         with self._reading() as db:
-            found_ids, blobs = _embeddings_of(db, list(ids))
+            found_ids, blobs = embeddings_of(db, list(ids))
         return _as_arrays(found_ids, blobs, dim)
 
     def snapshot(self, kind: Kind, dim: int) -> tuple[int, np.ndarray, np.ndarray]:
@@ -205,7 +210,7 @@ class StoreReads(ReadConnections):
             ).fetchall()
             changed = sorted({item_id for item_id, _ in rows})
             replaced = sorted({item_id for item_id, op in rows if op != ChangeOp.ADD})
-            ids, blobs = _embeddings_of(db, changed)
+            ids, blobs = embeddings_of(db, changed)
             count = db.execute(f"SELECT count(*) {_EMBEDDED_OF_KIND}", (kind,)).fetchone()[0]
             pruned = int(_meta(db, pruned_key(kind), "0") or 0)
         add_ids, vectors = _as_arrays(ids, blobs, dim)
@@ -255,11 +260,6 @@ def pruned_key(kind: Kind) -> str:
     return f"changes_pruned.{kind}"
 
 
-def chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
 def _chunked_items(db: sqlite3.Connection, kind: Kind, dim: int, chunk: int) -> ChunkedItems:
     last = 0
     while True:
@@ -295,26 +295,9 @@ def _item(row: Sequence[Any]) -> Item:
     )
 
 
-def _embeddings_of(db: sqlite3.Connection, ids: list[int]) -> tuple[list[int], list[bytes]]:
-    found_ids: list[int] = []
-    blobs: list[bytes] = []
-    for chunk in chunks(ids):
-        rows = db.execute(
-            f"SELECT item_id, vector FROM embeddings WHERE item_id IN ({_marks(chunk)})", chunk
-        )
-        for item_id, blob in rows:
-            found_ids.append(item_id)
-            blobs.append(blob)
-    return found_ids, blobs
-
-
 def _meta(db: sqlite3.Connection, key: str, default: str | None) -> str | None:
     row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return str(row[0]) if row else default
-
-
-def _marks(values: Sequence[Any]) -> str:
-    return ", ".join("?" * len(values))
 
 
 def _last_seq(db: sqlite3.Connection) -> int:

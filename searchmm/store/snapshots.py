@@ -4,14 +4,16 @@ millions of vectors (a training sample, then batches in id order) without holdin
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from searchmm.store.blobs import from_blobs
 from searchmm.vocabulary import Kind
 
+CHUNK = 900  # ids per IN (...): below SQLite's bound-parameter limit
 BATCH_ROWS = 50_000  # 100 MB of float32 512-d vectors per batch
 # CROSS JOIN keeps embeddings the outer table, read in id order: with a plain JOIN SQLite walks
 # the items' kind index and sorts every row for each batch (at 1M vectors, 1.38 s against
@@ -45,14 +47,8 @@ class VectorSnapshot:
             ),
             dtype=np.int64,
         )
-        chosen = np.sort(np.random.default_rng(seed).choice(ids, size=rows, replace=False))
-        blobs: list[bytes] = []
-        for start in range(0, len(chosen), 900):
-            part = chosen[start : start + 900].tolist()
-            marks = ", ".join("?" * len(part))
-            sql = f"SELECT vector FROM embeddings WHERE item_id IN ({marks}) ORDER BY item_id"
-            blobs += [r[0] for r in self.db.execute(sql, part)]
-        return from_blobs(blobs, self.dim)
+        chosen = np.random.default_rng(seed).choice(ids, size=rows, replace=False)
+        return from_blobs(embeddings_of(self.db, np.sort(chosen).tolist())[1], self.dim)
 
     def batches(self, rows: int = BATCH_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, float32 vectors) in id order, `rows` at a time."""
@@ -70,3 +66,26 @@ class VectorSnapshot:
                 from_blobs([r[1] for r in found], self.dim),
             )
             last = found[-1][0]
+
+
+def chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def embeddings_of(db: sqlite3.Connection, ids: list[int]) -> tuple[list[int], list[bytes]]:
+    """(ids found, their blobs) of the given item ids, CHUNK at a time."""
+    found_ids: list[int] = []
+    blobs: list[bytes] = []
+    for chunk in chunks(ids):
+        rows = db.execute(
+            f"SELECT item_id, vector FROM embeddings WHERE item_id IN ({marks(chunk)})", chunk
+        )
+        for item_id, blob in rows:
+            found_ids.append(item_id)
+            blobs.append(blob)
+    return found_ids, blobs

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from searchmm.store.blobs import DEFAULT_DTYPE, DTYPE_KEY, check_dtype, to_blob
 from searchmm.store.database import Database
-from searchmm.store.reads import chunks, pruned_key
+from searchmm.store.reads import pruned_key
 from searchmm.store.records import (
     EncodedImage,
     EncodedText,
@@ -26,6 +26,7 @@ from searchmm.store.records import (
     StoredModel,
 )
 from searchmm.store.schema import ChangeRow, EmbeddingRow, ItemRow, MetaRow, ModelRow
+from searchmm.store.snapshots import chunks
 from searchmm.vocabulary import ChangeOp, Kind, Status
 
 UNFINISHED = -1  # file size and mtime of a text row whose file is still being ingested
