@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import faiss
 import harness
 import numpy as np
 from scale import QUERY_SEED, headline, size
@@ -187,6 +189,8 @@ def main() -> None:
     build_s = time.perf_counter() - stream.started
     train_s = (stream.first_batch_at or stream.started) - stream.started
     rss_built = rss_bytes()
+    # how evenly the lists are filled (1: even): the check that caught a broken quantiser
+    imbalance = faiss.extract_index_ivf(index._cpu).invlists.imbalance_factor()
     n = index.ntotal
     path = scratch / "images.faiss"
     started = time.perf_counter()
@@ -206,6 +210,7 @@ def main() -> None:
         "save_s": save_s,
         "file_bytes": path.stat().st_size,
         "index_rss": rss_built - rss_before,
+        "list_imbalance": imbalance,
         "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         **searched,
         "data": describe(data.chunk(100_000, 3), exact.scores),
@@ -230,6 +235,7 @@ def report(args: argparse.Namespace, found: dict[str, Any]) -> None:
         *((f"stream: {stage} s", f"{s:.0f}") for stage, s in found["stages_s"].items()),
         ("add per vector (2 cores)", f"{add_us:.1f} us"),
         ("index RSS after build", f"{found['index_rss'] / gib:.2f} GiB"),
+        ("inverted lists' imbalance factor (1: even)", f"{found['list_imbalance']:.2f}"),
         ("process peak RSS", f"{found['peak_rss'] / gib:.2f} GiB"),
         (
             "index file",
@@ -257,6 +263,8 @@ def report(args: argparse.Namespace, found: dict[str, Any]) -> None:
         "data_targets": TARGETS,
     }
     name = f"scale_index_{args.size // 1_000_000}m"
+    if args.spec:  # a chosen type is recorded apart from the engine's choice
+        name += "_" + re.sub(r"[^0-9A-Za-z]+", "_", args.spec).strip("_").lower()
     title = f"searchmm index only, {n:,} vectors streamed"
     harness.record(name, title, args.output, config, rows, found, headlines, TIMED)
 

@@ -120,8 +120,7 @@ def test_choose_spec_thresholds() -> None:
     assert choose_spec(100_000, 512) == "IVF256,PQ128x4fs"  # sqrt = 316 -> 2**8
     assert choose_spec(1_000_000, 512) == "IVF1024,PQ128x4fs"  # 1000 -> 2**10
     assert choose_spec(10_000_000, 512) == "IVF4096,PQ128x4fs"  # 3162 -> 2**12
-    assert choose_spec(33_000_000, 512) == "IVF4096,PQ128x4fs"  # 5745 -> 2**12
-    assert choose_spec(34_000_000, 512) == "IVF8192_HNSW32,PQ128x4fs"  # 5831 -> 2**13
+    assert choose_spec(100_000_000, 512) == "IVF8192,PQ128x4fs"  # a flat quantiser (specs)
     assert choose_spec(19_999, 512, exact_threshold=1_000) == "IVF128,Flat"  # too few for PQ
     assert choose_spec(50, 512, exact_threshold=10) == "IVF8,Flat"
     assert choose_spec(1, 512, exact_threshold=0) == "IVF1,Flat"

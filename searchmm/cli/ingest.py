@@ -9,11 +9,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from searchmm import defaults
+from searchmm.errors import SearchmmError
 
 from .errors import user_errors
 from .options import (
@@ -37,6 +38,9 @@ from .options import (
 )
 from .output import emit_json, print_summary
 
+if TYPE_CHECKING:
+    from searchmm.ingest.ray_encoding import RayOptions
+
 
 @user_errors
 def ingest(
@@ -58,10 +62,31 @@ def ingest(
     text_field: Annotated[str, typer.Option(help="Text field/column of .jsonl and .csv")] = "text",
     embedding_dtype: EmbeddingDtype = None,
     memory_budget: MemoryBudget = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="Where images are decoded and encoded: local, or ray (a Ray cluster whose "
+            "workers read the same paths; pip install 'searchmm[ray]')",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address", help="The Ray cluster", show_default="$RAY_ADDRESS, else local"
+        ),
+    ] = None,
+    actors: Annotated[
+        int | None,
+        typer.Option(
+            "--actors", help="Encoders on the cluster", show_default="one per GPU, else one"
+        ),
+    ] = None,
     wait: Wait = 0.0,
     as_json: JsonFlag = False,
 ) -> None:
     """Add new and changed files to the index, drop the ones that are gone."""
+    ray = ray_options(executor, ray_address, actors)
     spec = model_spec(model, pretrained, model_config)
     engine = open_engine(
         index_dir,
@@ -71,7 +96,9 @@ def ingest(
         embedding_dtype=embedding_dtype,
         memory_budget=memory_budget,
     )
-    with engine, first_ctrl_c_stops() as stop:
+    # Ray prints its cluster's errors on stdout: they go with the progress, not into --json
+    quiet = contextlib.redirect_stdout(sys.stderr) if ray else contextlib.nullcontext()
+    with engine, first_ctrl_c_stops() as stop, quiet:
         summary = engine.ingest(
             paths,
             batch_size=batch_size,
@@ -82,6 +109,7 @@ def ingest(
             progress=not as_json and sys.stderr.isatty(),
             wait=wait,
             stop=stop,
+            ray=ray,
         )
     if as_json:
         emit_json(summary.to_dict())
@@ -92,6 +120,18 @@ def ingest(
     stored = summary.new + summary.changed + summary.unchanged + summary.renamed
     if summary.failed and stored == 0:
         raise typer.Exit(1)  # nothing could be ingested
+
+
+def ray_options(executor: str, address: str | None, actors: int | None) -> RayOptions | None:
+    if executor not in ("local", "ray"):
+        raise SearchmmError(f"--executor must be local or ray, got {executor!r}")
+    if executor == "local":
+        if address is not None or actors is not None:
+            raise SearchmmError("--ray-address and --actors need --executor ray")
+        return None
+    from searchmm.ingest.ray_encoding import RayOptions
+
+    return RayOptions(address, actors)
 
 
 @contextlib.contextmanager

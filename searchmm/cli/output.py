@@ -33,6 +33,9 @@ def print_summary(s: IngestSummary) -> None:
         f"{s.encoded_texts} texts ({s.reused} reused) in {s.elapsed_s:.1f} s, "
         f"{s.items_per_s:.1f} items/s"
     )
+    if rates := s.stages.rates():  # which stage bounds the ingest
+        per_stage = ", ".join(f"{stage} {rate:,.1f}" for stage, rate in rates.items())
+        typer.echo(f"  images/s by stage: {per_stage} (decode: per worker)")
     for failure in s.failed:
         where = f" [{failure.locator}]" if failure.locator else ""
         typer.echo(f"  failed: {shown(failure.path)}{where}: {failure.reason}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 import numpy as np
 
@@ -25,10 +25,10 @@ from searchmm.engine.model_binding import ModelBinding
 from searchmm.engine.searcher import Searcher
 from searchmm.engine.stats import Stats, collect_stats
 from searchmm.engine.storage import StorageOptions
-from searchmm.ingest.summary import IngestOptions, IngestSummary
+from searchmm.engine.writing import encoding_into
+from searchmm.ingest.summary import IngestKwargs, IngestOptions, IngestSummary
 from searchmm.model.backend import Backend
 from searchmm.model.encoder import Encoder, QueryEncoder
-from searchmm.model.onnx_files import remove_dead_temps
 from searchmm.model.spec import ModelSpec
 from searchmm.search.hits import Hit
 from searchmm.search.options import SearchKwargs, SearchOptions
@@ -41,6 +41,7 @@ from searchmm.vocabulary import KINDS, Kind, Target
 if TYPE_CHECKING:
     from searchmm.exchange.export import ExportSummary
     from searchmm.exchange.importer import ImportSummary
+    from searchmm.ingest.dataset import DatasetKwargs, DatasetSummary
 
 
 class Engine:
@@ -110,46 +111,43 @@ class Engine:
         self,
         paths: Sequence[str | os.PathLike[str]],
         *,
-        batch_size: int = defaults.BATCH_SIZE,
-        workers: int = 0,
-        include_hidden: bool = False,
-        texts_in_folders: bool = False,
-        text_field: str = "text",
-        progress: bool = False,
         wait: float = 0.0,
         stop: threading.Event | None = None,
-        exact_decode: bool = False,
+        **options: Unpack[IngestKwargs],
     ) -> IngestSummary:
         """Add new and changed files under `paths`, drop the ones that are gone, update indexes.
+        `options` are `IngestOptions`' (batch size, decode workers, a Ray cluster, ...).
         Setting `stop` (from another thread, or a signal handler) ends the ingest after the
-        batch in flight, which is committed; the summary then says `interrupted`.
-        `exact_decode` decodes images as the reference pipelines do (see `load_image`), for
-        benchmarks; it applies to the images encoded now, not to those already stored."""
-        options = IngestOptions(
-            batch_size=batch_size,
-            workers=workers,
-            include_hidden=include_hidden,
-            texts_in_folders=texts_in_folders,
-            text_field=text_field,
-            progress=progress,
-            exact_decode=exact_decode,
-        )
+        batch in flight, which is committed; the summary then says `interrupted`."""
+        options.setdefault("progress", False)
+        ingest_options = IngestOptions(**options)
         for path in paths:
             check_root(path)  # a typo in a path fails before any model or store is touched
-        if not self._directory.exists():
-            self._load_ingest()  # weights that cannot be had leave no empty store behind
         from searchmm.ingest.pipeline import Pipeline
         from searchmm.ingest.run import IngestRun
 
-        with self._directory.writing(wait) as store:
-            self._model.record(store)
-            summary = Pipeline(IngestRun(store, self._load_ingest, options, stop)).run(paths)
-            self._directory.sync()
-            stored = store.get_model()
-        remove_dead_temps(self.index_dir)  # exports of killed processes
-        if stored is not None:
-            self._model.keep_export(stored)  # once: for torch-free queries and ingests
-        return summary
+        with encoding_into(self._directory, self._model, self._load_ingest, wait) as store:
+            return Pipeline(IngestRun(store, self._load_ingest, ingest_options, stop)).run(paths)
+
+    def ingest_dataset(
+        self,
+        dataset: Any,
+        *,
+        key_column: str,
+        image_column: str | None = None,
+        text_column: str | None = None,
+        wait: float = 0.0,
+        **options: Unpack[DatasetKwargs],
+    ) -> DatasetSummary:
+        """Rows of a Ray Dataset (Ray's readers: parquet, webdataset, object stores) as items
+        named by `key_column`: an image column of image file bytes, a text column, or both,
+        encoded on the cluster (`ingest.dataset` says how re-runs and failures go)."""
+        from searchmm.ingest.dataset import Columns, ingest_rows
+
+        columns = Columns(key_column, image_column, text_column)
+        columns.check(dataset)  # before any model or store is touched
+        with encoding_into(self._directory, self._model, self._load_ingest, wait) as store:
+            return ingest_rows(store, self._load_ingest(), dataset, columns, **options)
 
     def import_embeddings(
         self,

@@ -22,8 +22,6 @@ def estimate_bytes(spec: str, n: int, dim: int) -> int:
     Flat, IVF-Flat, IVF-PQ; others are estimated as if they held the full vectors)."""
     nlist = _number_after("IVF", spec) or 0
     coarse = 4 * dim * nlist  # the IVF centroids
-    if nlist and (links := _number_after("HNSW", spec)):
-        coarse += nlist * 2 * links * 4  # their HNSW graph's base level (IVF..._HNSW)
     if (m := _number_after("PQ", spec)) is not None:
         bits = int(found.group(1)) if (found := re.search(r"PQ\d+x(\d+)", spec)) else 8
         codebooks = 4 * dim * (1 << bits)

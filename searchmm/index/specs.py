@@ -21,7 +21,6 @@ from searchmm.index.faisslib import FaissObject, faiss_reason, load_faiss
 
 AUTO = "auto"
 PQ_MIN_VECTORS = 20_000  # fewer train too few vectors per PQ code (and IVF-Flat is small)
-HNSW_QUANTISER_LISTS = 8192  # from here (33.5M vectors) an HNSW graph finds a vector's lists
 
 
 @dataclass(frozen=True)
@@ -72,9 +71,10 @@ def choose_spec(
       1M CLIP-like vectors: p50 2.6 ms at recall@10 0.968, 72 MB of RAM; IVF1024,Flat gave
       43 ms at 0.984 in 2 GB, so it is no longer chosen above `PQ_MIN_VECTORS`. Under a
       budget, codes get shorter (dim/16, dim/32 bytes).
-    - From `HNSW_QUANTISER_LISTS` lists on, the centroids nearest a vector are found with an
-      HNSW graph over them, not by scanning all: with 8192 lists, adds took 19 against 31 us
-      a vector and a query 0.42 against 0.82 ms (bench/scale_index.py).
+    - The coarse quantiser stays flat. An HNSW graph over the centroids (`IVF8192_HNSW32,...`,
+      tried for 8,192 lists) sent most vectors to a few lists with inner product (imbalance
+      factor 624 against 2.4 at 2M): at 100M, recall@10 0.24 before re-ranking and 354 ms a
+      query (bench/results/scale_index_100m_ivf8192_hnsw32_pq128x4fs.md).
     - HNSW32 took 429 s to build at 1M and cannot remove ids: `--index-spec HNSW32` only.
     - Below `PQ_MIN_VECTORS` (a low exact threshold) IVF-Flat: too few vectors to train codes.
     """
@@ -100,10 +100,9 @@ def _candidates(n: int, dim: int, exact_threshold: int) -> Iterator[str]:
     nlist = 2 ** max(0, round(float(np.log2(np.sqrt(n)))))
     if n < PQ_MIN_VECTORS:
         yield f"IVF{nlist},Flat"
-    coarse = f"IVF{nlist}_HNSW32" if nlist >= HNSW_QUANTISER_LISTS else f"IVF{nlist}"
     for m in (dim // 4, dim // 8, dim // 16):
         if m >= 2 and dim % m == 0:
-            yield f"{coarse},PQ{m}x4fs"
+            yield f"IVF{nlist},PQ{m}x4fs"
 
 
 def family(spec: str) -> str:

@@ -6,6 +6,7 @@ loses at most the batch in flight; a `stop` ends the run between batches, after 
 
 from __future__ import annotations
 
+import time
 from contextlib import closing
 
 from searchmm.ingest.plan import Encode, FilePlan
@@ -55,34 +56,30 @@ class ImageExecutor:
         if not pending or self.run.stopping():
             return
         from searchmm.index.faisslib import preload_in_background
-        from searchmm.sources.images import draft_for
-        from searchmm.sources.loader import image_batches
+        from searchmm.ingest.encoding import encoded_batches
 
         preload_in_background()  # ready for the index update when encoding ends
         encoder = self.run.load_encoder(len(pending))
-        batches = image_batches(
-            [p.entry.path for p in pending],
-            encoder.preprocess,
-            batch_size=self.run.options.batch_size,
-            workers=self.run.options.workers,
-            draft_size=draft_for(encoder.image_size),
-            expected=[(p.entry.size, p.entry.mtime_ns) for p in pending],
-            exact=self.run.options.exact_decode,
-        )
+        batches = encoded_batches(self.run, encoder, [p.entry for p in pending])
+        done: set[int] = set()  # a batch that a cluster computed twice is committed once
         with closing(batches), self.run.bar(len(pending), "encoding images", " img") as bar:
-            for batch in batches:
-                vectors = encoder.encode_images(batch.pixels) if batch.pixels is not None else None
+            for computed in batches:
+                started = time.perf_counter()
+                batch = computed.without(done)
                 saved = [pending[index] for index in batch.indices]
                 encoded = []
-                if vectors is not None:
+                if batch.vectors is not None:
                     encoded = [
-                        EncodedImage(p.file, vectors[row], batch.sizes[row], _replaces(p))
+                        EncodedImage(p.file, batch.vectors[row], batch.sizes[row], _replaces(p))
                         for row, p in enumerate(saved)
                     ]
                 failed = [self._failure(pending[i], reason) for i, reason in batch.failures]
                 self.store.save_images(encoded, [f for f in failed if f is not None])
+                done.update(batch.indices, (i for i, _ in batch.failures))
                 self._count_saved(saved)
                 self.summary.encoded_images += len(batch.indices)
+                commit_s = time.perf_counter() - started
+                self.summary.stages.record(batch.decode_s, batch.encode_s, commit_s, len(saved))
                 bar.update(len(batch.indices) + len(batch.failures))
                 if self.run.stopping():
                     break  # this batch is committed; closing `batches` stops the workers

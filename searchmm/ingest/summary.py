@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from searchmm import defaults
 from searchmm.errors import Hint, SearchmmError
+
+if TYPE_CHECKING:
+    from searchmm.ingest.ray_encoding import RayOptions
 
 
 @dataclass
@@ -14,6 +17,30 @@ class Failure:
     path: str
     reason: str
     locator: str = ""
+
+
+@dataclass
+class StageTimes:
+    """What encoding images took, stage by stage, so the stage that bounds an ingest shows.
+    Decoding runs in parallel workers: its seconds are summed over them, its rate per worker."""
+
+    images: int = 0
+    decode_s: float = 0.0
+    encode_s: float = 0.0
+    commit_s: float = 0.0
+
+    def record(self, decode_s: float, encode_s: float, commit_s: float, images: int) -> None:
+        self.images += images
+        self.decode_s += decode_s
+        self.encode_s += encode_s
+        self.commit_s += commit_s
+
+    def rates(self) -> dict[str, float]:
+        """Images per second of each stage (decode: per worker); empty before any image."""
+        seconds = {"decode": self.decode_s, "encode": self.encode_s, "commit": self.commit_s}
+        if not self.images:
+            return {}
+        return {stage: round(self.images / s, 1) for stage, s in seconds.items() if s > 0}
 
 
 @dataclass
@@ -32,6 +59,7 @@ class IngestSummary:
     elapsed_s: float = 0.0
     interrupted: bool = False
     encoded_with: str | None = None  # the runtime that encoded: "onnxruntime" or "torch"
+    stages: StageTimes = field(default_factory=StageTimes)
 
     @property
     def items_per_s(self) -> float:
@@ -41,20 +69,39 @@ class IngestSummary:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["items_per_s"] = round(self.items_per_s, 2)
+        del out["stages"]
+        out["images_per_s_by_stage"] = self.stages.rates()
         out["elapsed_s"] = round(self.elapsed_s, 3)
         return out
 
 
+class IngestKwargs(TypedDict, total=False):
+    """`IngestOptions` as keyword arguments (`Engine.ingest`)."""
+
+    batch_size: int
+    text_batch_size: int
+    workers: int
+    include_hidden: bool
+    texts_in_folders: bool
+    text_field: str
+    progress: bool
+    exact_decode: bool
+    ray: RayOptions | None
+
+
 @dataclass
 class IngestOptions:
-    batch_size: int = 32
+    batch_size: int = defaults.BATCH_SIZE
     text_batch_size: int = defaults.TEXT_BATCH_SIZE
     workers: int = 0
     include_hidden: bool = False
     texts_in_folders: bool = False
     text_field: str = "text"
     progress: bool = True
-    exact_decode: bool = False  # decode as the reference pipelines do (benchmarks)
+    # decode as the reference pipelines do (`load_image`), for benchmarks: applies to the
+    # images encoded now, not to those already stored
+    exact_decode: bool = False
+    ray: RayOptions | None = None  # decode and encode images on a Ray cluster
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.workers < 0:

@@ -60,6 +60,20 @@ class Encoder(QueryEncoder, Protocol):
         """Preprocessed pixels (n, 3, H, W) -> L2-normalised float32 (n, dim)."""
         ...
 
+    def pixel_transform(self) -> Callable[[Image.Image], np.ndarray]:
+        """`preprocess` as an object that can be sent to other machines (no model inside)."""
+        ...
+
+
+class TransformPixels:
+    """open_clip's transform, giving numpy pixels: picklable without the model it came with."""
+
+    def __init__(self, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.transform = transform
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        return np.asarray(self.transform(image).numpy(), dtype=np.float32)
+
 
 class TorchEncoder:
     """An open_clip model on torch with its preprocess and tokenizer, in inference mode."""
@@ -77,6 +91,7 @@ class TorchEncoder:
         self.spec = spec
         self.model = model
         self.transform = transform  # open_clip's own eval transform
+        self.pixels = TransformPixels(transform)
         self.tokenizer = tokenizer
         self.device = device
         self.context_length = int(getattr(tokenizer, "context_length", 77) or 77)
@@ -87,7 +102,10 @@ class TorchEncoder:
         self.dim = int(output_dim) if output_dim else int(self.encode_texts(["probe"]).shape[1])
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        return np.asarray(self.transform(image).numpy(), dtype=np.float32)
+        return self.pixels(image)
+
+    def pixel_transform(self) -> TransformPixels:
+        return self.pixels
 
     def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encode_images(np.stack([self.preprocess(image) for image in images]))

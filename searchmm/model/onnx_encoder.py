@@ -16,6 +16,7 @@ import numpy as np
 
 from searchmm.model.clip_tokenizer import ClipTokenizer, up_to_end
 from searchmm.model.onnx_files import IMAGE_FILE, TEXT_FILE, OnnxManifest
+from searchmm.model.pixels import PixelRecipe
 from searchmm.model.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -91,6 +92,9 @@ class OnnxEncoder:
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         return self.manifest.pixels(image)
+
+    def pixel_transform(self) -> PixelRecipe:
+        return self.manifest.pixels
 
     def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encode_images(self.manifest.pixels.batch(list(images)))

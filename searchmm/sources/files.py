@@ -17,7 +17,11 @@ _CHUNK = 1 << 20
 # next ingest sees the file as it is then), unlike a file that is bad and stays bad.
 FILE_VANISHED = "file vanished"
 FILE_CHANGED = "file changed while it was being read; the next ingest will read it again"
-TRANSIENT_REASONS = frozenset({FILE_VANISHED, FILE_CHANGED})
+NOT_ON_WORKER = (
+    "not readable by the Ray worker that was to decode it, though it is here: the workers "
+    "must see the same paths (a shared filesystem)"
+)
+TRANSIENT_REASONS = frozenset({FILE_VANISHED, FILE_CHANGED, NOT_ON_WORKER})
 
 
 def display_path(path: str) -> str:
@@ -52,11 +56,22 @@ def file_state(path: str) -> tuple[int, int] | None:
 
 def file_digest(path: str) -> str:
     """Content hash, so a renamed or touched-but-unchanged file keeps its embedding."""
-    h = hashlib.blake2b(digest_size=16)
+    h = _content_hash()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def bytes_digest(data: bytes) -> str:
+    """`file_digest` of a file's bytes held in memory."""
+    h = _content_hash()
+    h.update(data)
+    return h.hexdigest()
+
+
+def _content_hash() -> hashlib.blake2b:
+    return hashlib.blake2b(digest_size=16)
 
 
 def digest_files(paths: Sequence[str], threads: int = 4) -> dict[str, str | OSError]:

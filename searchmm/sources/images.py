@@ -7,10 +7,12 @@ and the query path decode with PIL alone.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import stat
 import warnings
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -100,7 +102,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _open_and_decode(
-    path: str, draft_size: int | None, exact: bool
+    path: str | BinaryIO, draft_size: int | None, exact: bool
 ) -> tuple[Image.Image, tuple[int, int]]:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -151,8 +153,24 @@ def load_image(
         raise ImageDecodeError("not a regular file")  # never block on a FIFO or a device
     if st.st_size == 0:
         raise ImageDecodeError("file is empty (0 bytes)")
+    return _decoded(path, draft_size, exact)
+
+
+def load_image_bytes(
+    data: bytes, *, draft_size: int | None = None, exact: bool = False
+) -> tuple[Image.Image, tuple[int, int]]:
+    """`load_image` of a file's bytes held in memory (a dataset's image column)."""
+    if not data:
+        raise ImageDecodeError("empty (0 bytes)")
+    return _decoded(io.BytesIO(data), draft_size, exact)
+
+
+def _decoded(
+    source: str | BinaryIO, draft_size: int | None, exact: bool
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode, every failure turned into a reason."""
     try:
-        return _open_and_decode(path, draft_size, exact)
+        return _open_and_decode(source, draft_size, exact)
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:

@@ -42,6 +42,7 @@ class DecodedBatch:
     pixels: np.ndarray | None
     sizes: list[tuple[int, int]]
     failures: list[tuple[int, str]]
+    seconds: float = 0.0  # what decoding and preprocessing took
 
 
 class Decoded(TypedDict):
@@ -93,7 +94,10 @@ class ImageDecoder:
         return item
 
     def batch(self, indices: Sequence[int]) -> DecodedBatch:
-        return collate_decoded([self[i] for i in indices])
+        started = time.perf_counter()
+        batch = collate_decoded([self[i] for i in indices])
+        batch.seconds = time.perf_counter() - started
+        return batch
 
 
 def collate_decoded(items: list[Decoded]) -> DecodedBatch:
