@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-from searchmm.engine.directory import IndexDirectory
-from searchmm.engine.model_binding import ModelBinding
-from searchmm.model.encoder import Encoder
 from searchmm.model.onnx_files import remove_dead_temps
-from searchmm.store.store import Store
+
+if TYPE_CHECKING:  # a query imports this module too: SQLAlchemy (the store's writes) is for writers
+    from searchmm.engine.directory import IndexDirectory
+    from searchmm.engine.model_binding import ModelBinding
+    from searchmm.model.encoder import Encoder
+    from searchmm.store.store import Store
 
 
 @contextlib.contextmanager
