@@ -174,6 +174,10 @@ class EncoderActor:
     def __init__(self, spec: ModelSpec, gpu: bool) -> None:
         from searchmm.model.loading import load_encoder
 
+        if not gpu:  # Ray gives a worker one thread for its CPU share; an encoder has the node's
+            import torch
+
+            torch.set_num_threads(os.cpu_count() or 1)
         self.encoder = load_encoder(spec, "cuda" if gpu else "cpu")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
