@@ -14,7 +14,7 @@ remove it first). A row whose image fails is reported, not stored; a re-run trie
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 import numpy as np
@@ -22,7 +22,7 @@ import numpy as np
 from searchmm import defaults
 from searchmm.errors import SearchmmError
 from searchmm.ingest.ray_encoding import TASK_CPUS, RayOptions, connected, on_actors
-from searchmm.ingest.summary import Failure, StageTimes
+from searchmm.ingest.summary import Failure, StageTimes, summary_dict
 from searchmm.model.encoder import Encoder
 from searchmm.sources.files import bytes_digest
 from searchmm.sources.images import ImageDecodeError, draft_for, load_image_bytes
@@ -68,11 +68,7 @@ class DatasetSummary:
     stages: StageTimes = field(default_factory=StageTimes)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        del out["stages"]
-        out["images_per_s_by_stage"] = self.stages.rates()
-        out["elapsed_s"] = round(self.elapsed_s, 3)
-        return out
+        return summary_dict(self, self.stages)
 
 
 class DatasetKwargs(TypedDict, total=False):

@@ -67,12 +67,16 @@ class IngestSummary:
         return encoded / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["items_per_s"] = round(self.items_per_s, 2)
-        del out["stages"]
-        out["images_per_s_by_stage"] = self.stages.rates()
-        out["elapsed_s"] = round(self.elapsed_s, 3)
-        return out
+        return {**summary_dict(self, self.stages), "items_per_s": round(self.items_per_s, 2)}
+
+
+def summary_dict(summary: Any, stages: StageTimes) -> dict[str, Any]:
+    """A summary dataclass as JSON: its fields, the stages as rates, seconds rounded."""
+    out = asdict(summary)
+    del out["stages"]
+    out["images_per_s_by_stage"] = stages.rates()
+    out["elapsed_s"] = round(out["elapsed_s"], 3)
+    return out
 
 
 class IngestKwargs(TypedDict, total=False):
