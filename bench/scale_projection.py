@@ -62,7 +62,7 @@ def project(m: dict[str, Any], cores: int, machines: int) -> tuple[list[tuple[st
         spec = choose_spec(each, DIM)
         nlist = nlist_of(spec) or 1
         ram = estimate_bytes(spec, each, DIM)
-        build_h = each * add_us / speedup / 3600
+        build_h = each * add_us / 1e6 / speedup / 3600
         train_s = m["train_s"] * (nlist / nlist_measured) ** 2 / speedup
         scanned = (n / nlist_measured, each / nlist)
         query_ms = m["auto"]["p50_ms"] * scanned[1] / scanned[0]
