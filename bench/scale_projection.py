@@ -83,7 +83,7 @@ def project(m: dict[str, Any], cores: int, machines: int) -> tuple[list[tuple[st
             (f"{label}: vectors a machine, index", f"{each:,}, {spec}"),
             (f"{label}: index RAM a machine (budget estimate)", f"{ram / 2**30:,.0f} GiB"),
             (f"{label}: training, {cores} cores", f"{train_s / 60:,.0f} min"),
-            (f"{label}: adding every vector, {cores} cores", f"{build_h:,.1f} h"),
+            (f"{label}: adding every vector, {cores} cores", f"{build_h * 60:,.0f} min"),
             (f"{label}: single query, index search", f"{query_ms:.1f} ms"),
             (f"{label}: re-ranking {pool:,} candidates from the store", f"{rerank_ms:.0f} ms"),
             (f"{label}: store on disk a machine (float16)", f"{store_tb:.2f} TB"),
