@@ -46,7 +46,7 @@ class Columns:
         if self.image is None and self.text is None:
             raise SearchmmError("name an image_column, a text_column, or both")
         have = list(dataset.columns())
-        missing = [c for c in (self.key, self.image, self.text) if c is not None and c not in have]
+        missing = [column for column in self.names() if column not in have]
         if missing:
             raise SearchmmError(
                 f"the dataset has no column {', '.join(map(repr, missing))}; it has "
