@@ -15,18 +15,25 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypedDict
 
 import numpy as np
 
 from searchmm import defaults
 from searchmm.errors import SearchmmError
-from searchmm.ingest.ray_encoding import TASK_CPUS, RayOptions, connected, on_actors
+from searchmm.ingest.ray_encoding import (
+    TASK_CPUS,
+    RayOptions,
+    connected,
+    decoded_columns,
+    on_actors,
+)
 from searchmm.ingest.summary import Failure, StageTimes, summary_dict
 from searchmm.model.encoder import Encoder
 from searchmm.sources.files import bytes_digest
-from searchmm.sources.images import ImageDecodeError, draft_for, load_image_bytes
-from searchmm.sources.loader import Preprocess
+from searchmm.sources.images import draft_for, load_image_bytes
+from searchmm.sources.loader import Decoded, Preprocess, preprocessed
 from searchmm.sources.texts import text_digest
 from searchmm.store.records import ImportedItem
 from searchmm.store.store import Store
@@ -154,29 +161,21 @@ def _decoded_images(
     draft: int | None,
     shape: tuple[int, int, int],
 ) -> dict[str, np.ndarray]:
-    rows = len(values)
-    pixels = np.zeros((rows, *shape), dtype=np.float32)
-    sizes = np.zeros((rows, 2), dtype=np.int64)
-    errors, digests = [""] * rows, [""] * rows
-    for row in np.flatnonzero(need):
-        data = values[row]
-        if not isinstance(data, (bytes, bytearray)):
-            errors[row] = f"the image column holds {type(data).__name__}, not an image file's bytes"
-            continue
-        try:
-            image, size = load_image_bytes(bytes(data), draft_size=draft)
-            pixels[row], sizes[row] = preprocess(image), size
-            digests[row] = bytes_digest(bytes(data))
-        except ImageDecodeError as err:
-            errors[row] = str(err)
-        except Exception as err:  # a transform failing on one odd image must not fail the task
-            errors[row] = f"preprocessing failed: {type(err).__name__}: {err}"
-    return {
-        "pixels": pixels,
-        "size": sizes,
-        "error": np.asarray(errors, dtype=object),
-        "digest": np.asarray(digests, dtype=object),
-    }
+    """The wanted rows' image bytes decoded as files are, with their content digests."""
+    items: list[Decoded] = []
+    digests = [""] * len(values)
+    for row, data in enumerate(values):
+        item: Decoded = {"index": row, "pixels": None, "size": None, "error": None}
+        if need[row] and not isinstance(data, (bytes, bytearray)):
+            item["error"] = (
+                f"the image column holds {type(data).__name__}, not an image file's bytes"
+            )
+        elif need[row]:
+            data = bytes(data)
+            item = preprocessed(row, partial(load_image_bytes, data, draft_size=draft), preprocess)
+            digests[row] = bytes_digest(data) if item["error"] is None else ""
+        items.append(item)
+    return {**decoded_columns(items, shape), "digest": np.asarray(digests, dtype=object)}
 
 
 def _items(batch: dict[str, np.ndarray], summary: DatasetSummary) -> list[ImportedItem]:

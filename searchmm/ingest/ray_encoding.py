@@ -33,7 +33,7 @@ from searchmm.ingest.run import IngestRun
 from searchmm.model.encoder import Encoder
 from searchmm.model.spec import ModelSpec
 from searchmm.sources.files import FILE_VANISHED, NOT_ON_WORKER
-from searchmm.sources.loader import ImageDecoder, Preprocess
+from searchmm.sources.loader import Decoded, ImageDecoder, Preprocess
 from searchmm.sources.scan import FileEntry
 
 TASK_CPUS = 0.5
@@ -148,22 +148,21 @@ def decode_files(
     paths = [str(p) for p in batch["path"]]
     expected = list(zip(batch["size"].tolist(), batch["mtime_ns"].tolist(), strict=True))
     decoder = ImageDecoder(paths, preprocess, draft, expected, exact)
-    pixels = np.zeros((len(paths), *shape), dtype=np.float32)
-    sizes = np.zeros((len(paths), 2), dtype=np.int64)
-    errors = []
-    for row in range(len(paths)):
-        item = decoder[row]
+    columns = decoded_columns([decoder[row] for row in range(len(paths))], shape)
+    seconds = (time.perf_counter() - started) / max(1, len(paths))
+    return {"index": batch["index"], **columns, "decode_s": np.full(len(paths), seconds)}
+
+
+def decoded_columns(items: Sequence[Decoded], shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """Decoded items as Ray Data columns (whole arrays): a row without pixels gets zeros, and
+    its reason in `error` ("" where there is none)."""
+    pixels = np.zeros((len(items), *shape), dtype=np.float32)
+    sizes = np.zeros((len(items), 2), dtype=np.int64)
+    for row, item in enumerate(items):
         if item["pixels"] is not None and item["size"] is not None:
             pixels[row], sizes[row] = item["pixels"], item["size"]
-        errors.append(item["error"] or "")
-    seconds = (time.perf_counter() - started) / max(1, len(paths))
-    return {
-        "index": batch["index"],
-        "pixels": pixels,
-        "size": sizes,
-        "error": np.asarray(errors, dtype=object),
-        "decode_s": np.full(len(paths), seconds),
-    }
+    errors = np.asarray([item["error"] or "" for item in items], dtype=object)
+    return {"pixels": pixels, "size": sizes, "error": errors}
 
 
 class EncoderActor:

@@ -80,24 +80,44 @@ class ImageDecoder:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> Decoded:
-        item: Decoded = {"index": i, "pixels": None, "size": None, "error": None}
-        try:
-            img, size = load_image(self.paths[i], draft_size=self.draft_size, exact=self.exact)
-            pixels = self.transform(img)
-            if self.expected is not None and file_state(self.paths[i]) != self.expected[i]:
+        path = self.paths[i]
+
+        def decode() -> tuple[Image.Image, tuple[int, int]]:
+            return load_image(path, draft_size=self.draft_size, exact=self.exact)
+
+        def unchanged() -> None:
+            if self.expected is not None and file_state(path) != self.expected[i]:
                 raise ImageDecodeError(FILE_CHANGED)
-            item["pixels"], item["size"] = pixels, size
-        except ImageDecodeError as err:
-            item["error"] = str(err)
-        except Exception as err:  # a transform failing on one odd image must not kill the worker
-            item["error"] = f"preprocessing failed: {type(err).__name__}: {err}"
-        return item
+
+        return preprocessed(i, decode, self.transform, unchanged)
 
     def batch(self, indices: Sequence[int]) -> DecodedBatch:
         started = time.perf_counter()
         batch = collate_decoded([self[i] for i in indices])
         batch.seconds = time.perf_counter() - started
         return batch
+
+
+def preprocessed(
+    index: int,
+    decode: Callable[[], tuple[Image.Image, tuple[int, int]]],
+    transform: Preprocess,
+    check: Callable[[], None] | None = None,
+) -> Decoded:
+    """One image decoded (`decode` raises `ImageDecodeError` with a reason) and preprocessed,
+    then `check`ed; a failure is an error item, never a raise."""
+    item: Decoded = {"index": index, "pixels": None, "size": None, "error": None}
+    try:
+        image, size = decode()
+        pixels = transform(image)
+        if check is not None:
+            check()
+        item["pixels"], item["size"] = pixels, size
+    except ImageDecodeError as err:
+        item["error"] = str(err)
+    except Exception as err:  # a transform failing on one odd image must not kill the worker
+        item["error"] = f"preprocessing failed: {type(err).__name__}: {err}"
+    return item
 
 
 def collate_decoded(items: list[Decoded]) -> DecodedBatch:
