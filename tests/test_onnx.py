@@ -20,6 +20,7 @@ from helpers.cli import cli_json
 from helpers.files import COCO_SAMPLE, TINY_CONFIG, make_image
 from searchmm import Engine, ModelSpec, SearchmmError, Term
 from searchmm.model.clip_tokenizer import ClipTokenizer
+from searchmm.model.encoder import TorchEncoder
 from searchmm.model.loading import load_encoder
 from searchmm.model.onnx_encoder import OnnxEncoder
 from searchmm.model.onnx_export import ExportRejected, check_export, export, pixel_recipe
@@ -71,6 +72,26 @@ def test_the_pixels_are_the_model_transforms_on_real_photos(real_photos: Path) -
         for shaped in (image, image.rotate(90, expand=True), image.resize((225, 224))):
             expected = encoder.preprocess(shaped)
             assert np.abs(recipe(shaped) - expected).max() <= 1e-5, path
+
+
+def test_the_recipe_halves_give_its_pixels_and_stand_in_only_for_a_matching_transform(
+    real_photos: Path, tiny_config: Path
+) -> None:
+    from torchvision import transforms
+
+    encoder = load_encoder(ModelSpec.from_options(model_config=tiny_config), "cpu")
+    recipe = encoder.pixel_recipe()
+    assert recipe is not None
+    images = [Image.open(p).convert("RGB") for p in sorted(real_photos.iterdir())]
+    crops = np.stack([recipe.crop(image) for image in images])
+    assert crops.dtype == np.uint8 and crops.shape == (len(images), recipe.size, recipe.size, 3)
+    assert np.array_equal(recipe.normalise(crops), recipe.batch(images))
+    reference = np.stack([encoder.preprocess(image) for image in images])
+    assert np.abs(recipe.normalise(crops) - reference).max() <= 1e-5
+    steps = list(encoder.transform.transforms)
+    grey = transforms.Compose([*steps[:-2], transforms.Grayscale(3), *steps[-2:]])
+    other = TorchEncoder(encoder.spec, encoder.model, grey, encoder.tokenizer, "cpu")
+    assert other.pixel_recipe() is None  # a step the recipe does not know: pixels stay float
 
 
 @pytest.fixture

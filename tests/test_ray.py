@@ -256,3 +256,22 @@ def last_json(stdout: str) -> Any:
 def _texts(index_dir: Path) -> dict[str, int]:
     with sqlite3.connect(index_dir / "searchmm.db") as db:
         return dict(db.execute("SELECT text, id FROM items WHERE kind = 'text'").fetchall())
+
+
+def test_pixels_cross_the_object_store_as_bytes_where_the_transform_allows(
+    real_photos: Path, tiny_config: Path
+) -> None:
+    from PIL import Image
+
+    from searchmm import ModelSpec
+    from searchmm.ingest.ray_encoding import Transit
+    from searchmm.model.loading import load_encoder
+
+    encoder = load_encoder(ModelSpec.from_options(model_config=tiny_config), "cpu")
+    transit = Transit.of(encoder)
+    size = encoder.image_size
+    assert transit.dtype is np.uint8 and transit.shape == (size, size, 3)  # a quarter the bytes
+    images = [Image.open(p).convert("RGB") for p in sorted(real_photos.iterdir())]
+    crossed = np.stack([transit.preprocess(image) for image in images])
+    expected = np.stack([encoder.preprocess(image) for image in images])
+    assert np.abs(transit.finished(crossed) - expected).max() <= 1e-5

@@ -82,6 +82,14 @@ def ingest(
             "--actors", help="Encoders on the cluster", show_default="one per GPU, else one"
         ),
     ] = None,
+    cpu_decode: Annotated[
+        bool,
+        typer.Option(
+            "--cpu-decode",
+            help="Decode JPEGs on the CPU even when the model runs on a GPU (which decodes "
+            "and resizes them itself by default)",
+        ),
+    ] = False,
     wait: Wait = 0.0,
     as_json: JsonFlag = False,
 ) -> None:
@@ -110,6 +118,7 @@ def ingest(
             wait=wait,
             stop=stop,
             ray=ray,
+            gpu_decode=not cpu_decode,
         )
     if as_json:
         emit_json(summary.to_dict())

@@ -25,6 +25,7 @@ from searchmm.errors import SearchmmError
 from searchmm.ingest.ray_encoding import (
     TASK_CPUS,
     RayOptions,
+    Transit,
     connected,
     decoded_columns,
     on_actors,
@@ -33,7 +34,7 @@ from searchmm.ingest.summary import Failure, StageTimes, summary_dict
 from searchmm.model.encoder import Encoder
 from searchmm.sources.files import bytes_digest
 from searchmm.sources.images import draft_for, load_image_bytes
-from searchmm.sources.loader import Decoded, Preprocess, preprocessed
+from searchmm.sources.loader import Decoded, preprocessed
 from searchmm.sources.texts import text_digest
 from searchmm.store.records import ImportedItem
 from searchmm.store.store import Store
@@ -97,11 +98,11 @@ def ingest_rows(
     options = ray or RayOptions()
     started = time.perf_counter()
     summary = DatasetSummary()
+    transit = Transit.of(encoder)
     decode = {
         "columns": columns,
-        "preprocess": encoder.pixel_transform(),
+        "transit": transit,
         "draft": draft_for(encoder.image_size),
-        "shape": (3, encoder.image_size, encoder.image_size),
         "stored_images": _stored_paths(store, Kind.IMAGE) if columns.image else set(),
         "stored_texts": _stored_paths(store, Kind.TEXT) if columns.text else set(),
     }
@@ -109,9 +110,9 @@ def ingest_rows(
         decoded = dataset.select_columns(columns.names()).map_batches(
             decode_rows, fn_kwargs=decode, batch_size=batch_size, num_cpus=TASK_CPUS
         )
-        for batch in on_actors(ray, decoded, encoder.spec, options, batch_size).iter_batches(
-            batch_size=None, batch_format="numpy"
-        ):
+        for batch in on_actors(
+            ray, decoded, encoder.spec, transit, options, batch_size
+        ).iter_batches(batch_size=None, batch_format="numpy"):
             commit_started = time.perf_counter()
             items = _items(batch, summary)
             store.import_items(items)
@@ -125,9 +126,8 @@ def ingest_rows(
 def decode_rows(
     batch: dict[str, np.ndarray],
     columns: Columns,
-    preprocess: Preprocess,
+    transit: Transit,
     draft: int | None,
-    shape: tuple[int, int, int],
     stored_images: set[str],
     stored_texts: set[str],
 ) -> dict[str, np.ndarray]:
@@ -139,7 +139,7 @@ def decode_rows(
     keep = np.zeros(len(keys), dtype=bool)
     if columns.image is not None:
         need = np.asarray([key not in stored_images for key in keys], dtype=bool)
-        out.update(_decoded_images(batch[columns.image], need, preprocess, draft, shape))
+        out.update(_decoded_images(batch[columns.image], need, transit, draft))
         out["need_image"] = need
         keep |= need
     if columns.text is not None:
@@ -157,9 +157,8 @@ def decode_rows(
 def _decoded_images(
     values: np.ndarray,
     need: np.ndarray,
-    preprocess: Preprocess,
+    transit: Transit,
     draft: int | None,
-    shape: tuple[int, int, int],
 ) -> dict[str, np.ndarray]:
     """The wanted rows' image bytes decoded as files are, with their content digests."""
     items: list[Decoded] = []
@@ -172,10 +171,12 @@ def _decoded_images(
             )
         elif need[row]:
             data = bytes(data)
-            item = preprocessed(row, partial(load_image_bytes, data, draft_size=draft), preprocess)
+            item = preprocessed(
+                row, partial(load_image_bytes, data, draft_size=draft), transit.preprocess
+            )
             digests[row] = bytes_digest(data) if item["error"] is None else ""
         items.append(item)
-    return {**decoded_columns(items, shape), "digest": np.asarray(digests, dtype=object)}
+    return {**decoded_columns(items, transit), "digest": np.asarray(digests, dtype=object)}
 
 
 def _items(batch: dict[str, np.ndarray], summary: DatasetSummary) -> list[ImportedItem]:

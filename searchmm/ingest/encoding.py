@@ -30,6 +30,12 @@ class EncodedBatch:
     decode_s: float  # summed over the workers that decoded the batch
     encode_s: float
 
+    def renumbered(self, positions: Sequence[int]) -> EncodedBatch:
+        """The batch of a sub-list of the files, numbered as in the whole list."""
+        self.indices = [positions[i] for i in self.indices]
+        self.failures = [(positions[i], why) for i, why in self.failures]
+        return self
+
     def without(self, done: set[int]) -> EncodedBatch:
         """The batch less the files already committed (a retried task may repeat some)."""
         if not done.intersection(self.indices) and not any(i in done for i, _ in self.failures):
@@ -59,7 +65,30 @@ def encoded_batches(
         from searchmm.ingest.ray_encoding import ray_batches
 
         return ray_batches(run, encoder, entries, draft)
+    if options.gpu_decode:
+        from searchmm.ingest.gpu_decoding import gpu_decode_applies
+
+        if gpu_decode_applies(encoder, options.exact_decode):
+            return _gpu_then_local(run, encoder, entries, draft)
     return _local_batches(run, encoder, entries, draft)
+
+
+def _gpu_then_local(
+    run: IngestRun, encoder: Encoder, entries: Sequence[FileEntry], draft: int | None
+) -> Generator[EncodedBatch, None, None]:
+    """JPEGs decoded on the model's GPU; then the other files, and the JPEGs the GPU way left,
+    decoded by CPU workers."""
+    from searchmm.ingest.gpu_decoding import gpu_jpeg_batches, split_jpegs
+    from searchmm.model.encoder import TorchEncoder
+
+    assert isinstance(encoder, TorchEncoder), "chosen by gpu_decode_applies"
+    jpegs, rest = split_jpegs(entries)
+    for batch, left in gpu_jpeg_batches(run, encoder, [entries[i] for i in jpegs]):
+        rest += [jpegs[i] for i in left]
+        yield batch.renumbered(jpegs)
+    rest.sort()
+    for batch in _local_batches(run, encoder, [entries[i] for i in rest], draft):
+        yield batch.renumbered(rest)
 
 
 def _local_batches(

@@ -31,6 +31,7 @@ from searchmm.errors import SearchmmError
 from searchmm.ingest.encoding import EncodedBatch
 from searchmm.ingest.run import IngestRun
 from searchmm.model.encoder import Encoder
+from searchmm.model.pixels import PixelRecipe
 from searchmm.model.spec import ModelSpec
 from searchmm.sources.files import FILE_VANISHED, NOT_ON_WORKER
 from searchmm.sources.loader import Decoded, ImageDecoder, Preprocess
@@ -73,30 +74,51 @@ def ray_batches(
         }
     )
     block = options.batch_size * BLOCK_BATCHES
-    decode = {
-        "preprocess": encoder.pixel_transform(),
-        "draft": draft,
-        "exact": options.exact_decode,
-        "shape": (3, encoder.image_size, encoder.image_size),
-    }
+    transit = Transit.of(encoder)
+    decode = {"transit": transit, "draft": draft, "exact": options.exact_decode}
     with connected(options.ray.address) as ray:
         decoded = ray.data.from_arrow(
             [rows.slice(start, block) for start in range(0, len(entries), block)]
         ).map_batches(
             decode_files, fn_kwargs=decode, batch_size=options.batch_size, num_cpus=TASK_CPUS
         )
-        found = on_actors(ray, decoded, encoder.spec, options.ray, options.batch_size)
+        found = on_actors(ray, decoded, encoder.spec, transit, options.ray, options.batch_size)
         for batch in found.iter_batches(batch_size=None, batch_format="numpy"):
             yield seen_from_here(encoded(batch), entries)
 
 
-def on_actors(ray: Any, decoded: Any, spec: ModelSpec, options: RayOptions, batch: int) -> Any:
+@dataclass(frozen=True)
+class Transit:
+    """How pixels cross the object store: where the model's preprocess is a plain recipe, as
+    the resized and cropped bytes (a quarter of float32's), normalised by the encoder; else
+    as the float32 pixels the transform makes."""
+
+    preprocess: Preprocess
+    shape: tuple[int, int, int]
+    dtype: type[np.generic]
+    recipe: PixelRecipe | None
+
+    @classmethod
+    def of(cls, encoder: Encoder) -> Transit:
+        size, recipe = encoder.image_size, encoder.pixel_recipe()
+        if recipe is None:
+            return cls(encoder.pixel_transform(), (3, size, size), np.float32, None)
+        return cls(recipe.crop, (size, size, 3), np.uint8, recipe)
+
+    def finished(self, pixels: np.ndarray) -> np.ndarray:
+        """What crossed -> the (n, 3, H, W) float32 pixels the encoder takes."""
+        return pixels if self.recipe is None else self.recipe.normalise(pixels)
+
+
+def on_actors(
+    ray: Any, decoded: Any, spec: ModelSpec, transit: Transit, options: RayOptions, batch: int
+) -> Any:
     """`decoded` (a Ray Dataset) encoded by a pool of `EncoderActor`s: as many as asked, else
     one per GPU, else one (torch spreads a CPU encoder over its node's cores)."""
     gpus = int(ray.cluster_resources().get("GPU", 0))
     return decoded.map_batches(
         EncoderActor,
-        fn_constructor_kwargs={"spec": spec, "gpu": gpus > 0},
+        fn_constructor_kwargs={"spec": spec, "gpu": gpus > 0, "transit": transit},
         batch_size=batch,
         compute=ray.data.ActorPoolStrategy(size=options.actors or gpus or 1),
         num_cpus=ACTOR_CPUS,
@@ -136,27 +158,23 @@ def connected(address: str | None) -> Iterator[Any]:
 
 
 def decode_files(
-    batch: dict[str, np.ndarray],
-    preprocess: Preprocess,
-    draft: int | None,
-    exact: bool,
-    shape: tuple[int, int, int],
+    batch: dict[str, np.ndarray], transit: Transit, draft: int | None, exact: bool
 ) -> dict[str, np.ndarray]:
     """A Ray task: the batch's files decoded and preprocessed as a local ingest does; a file
     that fails gets zero pixels and its reason (Ray Data columns are whole arrays)."""
     started = time.perf_counter()
     paths = [str(p) for p in batch["path"]]
     expected = list(zip(batch["size"].tolist(), batch["mtime_ns"].tolist(), strict=True))
-    decoder = ImageDecoder(paths, preprocess, draft, expected, exact)
-    columns = decoded_columns([decoder[row] for row in range(len(paths))], shape)
+    decoder = ImageDecoder(paths, transit.preprocess, draft, expected, exact)
+    columns = decoded_columns([decoder[row] for row in range(len(paths))], transit)
     seconds = (time.perf_counter() - started) / max(1, len(paths))
     return {"index": batch["index"], **columns, "decode_s": np.full(len(paths), seconds)}
 
 
-def decoded_columns(items: Sequence[Decoded], shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+def decoded_columns(items: Sequence[Decoded], transit: Transit) -> dict[str, np.ndarray]:
     """Decoded items as Ray Data columns (whole arrays): a row without pixels gets zeros, and
     its reason in `error` ("" where there is none)."""
-    pixels = np.zeros((len(items), *shape), dtype=np.float32)
+    pixels = np.zeros((len(items), *transit.shape), dtype=transit.dtype)
     sizes = np.zeros((len(items), 2), dtype=np.int64)
     for row, item in enumerate(items):
         if item["pixels"] is not None and item["size"] is not None:
@@ -170,7 +188,7 @@ class EncoderActor:
     the images of rows that decoded (and are wanted), the texts of rows whose `need_text` says
     so. Pixels stay on the worker; the other columns pass through, with the vectors."""
 
-    def __init__(self, spec: ModelSpec, gpu: bool) -> None:
+    def __init__(self, spec: ModelSpec, gpu: bool, transit: Transit) -> None:
         from searchmm.model.loading import load_encoder
 
         if not gpu:  # Ray gives a worker one thread for its CPU share; an encoder has the node's
@@ -178,6 +196,7 @@ class EncoderActor:
 
             torch.set_num_threads(os.cpu_count() or 1)
         self.encoder = load_encoder(spec, "cuda" if gpu else "cpu")
+        self.transit = transit
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
@@ -188,7 +207,8 @@ class EncoderActor:
             good &= np.asarray(batch.get("need_image", good), dtype=bool)
             out["vector"] = np.zeros((rows, dim), dtype=np.float32)
             if good.any():
-                out["vector"][good] = self.encoder.encode_images(batch["pixels"][good])
+                pixels = self.transit.finished(batch["pixels"][good])
+                out["vector"][good] = self.encoder.encode_images(pixels)
         if "text" in batch:
             wanted = np.flatnonzero(np.asarray(batch["need_text"], dtype=bool))
             out["text_vector"] = np.zeros((rows, dim), dtype=np.float32)

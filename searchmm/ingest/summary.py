@@ -91,6 +91,7 @@ class IngestKwargs(TypedDict, total=False):
     progress: bool
     exact_decode: bool
     ray: RayOptions | None
+    gpu_decode: bool
 
 
 @dataclass
@@ -106,6 +107,7 @@ class IngestOptions:
     # images encoded now, not to those already stored
     exact_decode: bool = False
     ray: RayOptions | None = None  # decode and encode images on a Ray cluster
+    gpu_decode: bool = True  # JPEGs decoded on the GPU when the model runs on one
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.workers < 0:

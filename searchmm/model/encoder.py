@@ -8,11 +8,13 @@ as numpy arrays, so decode workers never need torch.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from searchmm.model.pixels import PixelRecipe, matching_recipe
 from searchmm.model.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -64,6 +66,11 @@ class Encoder(QueryEncoder, Protocol):
         """`preprocess` as an object that can be sent to other machines (no model inside)."""
         ...
 
+    def pixel_recipe(self) -> PixelRecipe | None:
+        """`preprocess` as numbers, where they reproduce it: then workers can send the cropped
+        bytes and leave the normalising to the encoder. None for any other transform."""
+        ...
+
 
 class TransformPixels:
     """open_clip's transform, giving numpy pixels: picklable without the model it came with."""
@@ -107,6 +114,13 @@ class TorchEncoder:
     def pixel_transform(self) -> TransformPixels:
         return self.pixels
 
+    def pixel_recipe(self) -> PixelRecipe | None:
+        return self._recipe
+
+    @functools.cached_property
+    def _recipe(self) -> PixelRecipe | None:
+        return matching_recipe(self.transform, self.preprocess)
+
     def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encode_images(np.stack([self.preprocess(image) for image in images]))
 
@@ -128,8 +142,14 @@ class TorchEncoder:
         import torch
 
         batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+        return self.encode_tensor(batch)
+
+    def encode_tensor(self, pixels: torch.Tensor) -> np.ndarray:
+        """`encode_images` of pixels already in a tensor (on the model's device: no copy)."""
+        import torch
+
         with torch.inference_mode(), self._autocast():
-            features = self.model.encode_image(batch.to(self.device, non_blocking=True))
+            features = self.model.encode_image(pixels.to(self.device, non_blocking=True))
         return _normalised(features)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:

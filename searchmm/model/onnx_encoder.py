@@ -96,6 +96,9 @@ class OnnxEncoder:
     def pixel_transform(self) -> PixelRecipe:
         return self.manifest.pixels
 
+    def pixel_recipe(self) -> PixelRecipe:
+        return self.manifest.pixels
+
     def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encode_images(self.manifest.pixels.batch(list(images)))
 

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from searchmm.model.clip_tokenizer import (
     TABLES_FILENAME,
@@ -53,12 +52,18 @@ from searchmm.model.onnx_files import (
     share_export,
     temp_dir,
 )
-from searchmm.model.pixels import INTERPOLATIONS, PixelRecipe
+from searchmm.model.pixels import (
+    MAX_PIXEL_DIFF,
+    PixelRecipe,
+    UnknownTransform,
+    probe_images,
+    read_recipe,
+    recipe_difference,
+)
 
 log = logging.getLogger("searchmm")
 
 MIN_COSINE = 0.99999
-MAX_PIXEL_DIFF = 1e-5
 OPSET = 18
 PROBE_TEXTS = (
     "a cat on a couch",
@@ -69,7 +74,6 @@ PROBE_TEXTS = (
     "<start_of_text> literal <END_OF_TEXT> tokens",
     "word " * 200,
 )
-PROBE_SIZES = ((640, 480), (333, 500), (224, 224), (1000, 120))
 
 
 class ExportRejected(Exception):
@@ -152,34 +156,10 @@ def export(encoder: TorchEncoder, index_dir: Path) -> OnnxManifest:
 
 def pixel_recipe(preprocess: Any) -> PixelRecipe:
     """The numbers of open_clip's eval transform, or `ExportRejected` for any other transform."""
-    size = interpolation = mean = std = None
-    squash = False
-    for step in getattr(preprocess, "transforms", [preprocess]):
-        kind = type(step).__name__
-        if kind == "Resize":
-            sizes = [step.size] if isinstance(step.size, int) else list(step.size)
-            if len(sizes) == 2 and sizes[0] == sizes[1]:
-                squash = True  # both sides to the input size, as SigLIP's transform does
-            elif len(sizes) != 1:
-                raise ExportRejected(f"its image transform resizes images to {sizes}")
-            size, interpolation = int(sizes[0]), str(step.interpolation.value)
-        elif kind == "CenterCrop" and tuple(step.size) == (size, size):
-            continue
-        elif kind == "Normalize":
-            mean, std = tuple(map(float, step.mean)), tuple(map(float, step.std))
-        elif kind not in ("MaybeConvertMode", "MaybeToTensor", "ToTensor", "function"):
-            raise ExportRejected(f"its image transform has a {kind} step")
-    if size is None or interpolation not in INTERPOLATIONS or mean is None:
-        raise ExportRejected(f"its image transform is not resize, crop, normalise: {preprocess}")
-    if std is None or len(mean) != 3 or len(std) != 3:
-        raise ExportRejected("its image transform does not normalise three channels")
-    return PixelRecipe(
-        int(size),
-        str(interpolation),
-        (mean[0], mean[1], mean[2]),
-        (std[0], std[1], std[2]),
-        squash=squash,
-    )
+    try:
+        return read_recipe(preprocess)
+    except UnknownTransform as exc:
+        raise ExportRejected(str(exc)) from exc
 
 
 def _save_tokenizer(encoder: TorchEncoder, folder: Path) -> tuple[str, dict[str, Any]]:
@@ -360,17 +340,6 @@ def _gemms_as_matmuls(model: Any) -> None:
     model.graph.initializer.extend(kept)
 
 
-def probe_images() -> list[Image.Image]:
-    """Smooth colour fields of several shapes (seeded): resizing them exercises interpolation."""
-    rng = np.random.default_rng(7)
-    images = []
-    for width, height in PROBE_SIZES:
-        small = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
-        image = Image.fromarray(small).resize((width, height), Image.Resampling.BILINEAR)
-        images.append(image)
-    return images
-
-
 def check_export(encoder: TorchEncoder, onnx: OnnxEncoder) -> dict[str, float]:
     """Compare the export with torch on probe inputs; `ExportRejected` on any disagreement."""
     texts = list(PROBE_TEXTS)
@@ -380,8 +349,7 @@ def check_export(encoder: TorchEncoder, onnx: OnnxEncoder) -> dict[str, float]:
         raise ExportRejected("the torch-free tokenizer disagrees with open_clip's")
     images = probe_images()
     pixels = onnx.manifest.pixels.batch(images)
-    reference = np.stack([encoder.preprocess(image) for image in images])
-    pixel_diff = float(np.abs(pixels - reference).max())
+    pixel_diff = recipe_difference(onnx.manifest.pixels, encoder.preprocess)
     if pixel_diff > MAX_PIXEL_DIFF:
         raise ExportRejected(f"the torch-free preprocessing differs by {pixel_diff:.2g}")
     alone = np.concatenate([onnx.encode_texts([text]) for text in texts])  # each trimmed
