@@ -13,6 +13,8 @@ differently from PIL's; bench/gpu_decode.py measures how far the vectors move.
 from __future__ import annotations
 
 import io
+import os
+import stat
 import time
 import warnings
 from collections.abc import Generator, Iterator, Sequence
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
 READ_THREADS = 4  # reading is waiting on the disk, not the CPU
 SWAPPING = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the image a quarter
+# Larger photos go the CPU way, which decodes them reduced (a batch of full 100 MP decodes
+# would take 30 GB of GPU memory), as do those over PIL's decompression-bomb limit.
+GPU_MAX_PIXELS = 40_000_000
 
 
 @dataclass
@@ -105,21 +110,22 @@ def _read_ahead(
 
 
 def read_jpeg(index: int, entry: FileEntry) -> Jpeg | None:
-    """The file's bytes if the GPU way can take them: a whole baseline or progressive JPEG in
-    RGB or grey, within PIL's pixel limit, unchanged since the scan; else None."""
+    """The file's bytes if the GPU way can take them: a whole regular JPEG file in RGB or grey
+    of at most `GPU_MAX_PIXELS`, unchanged since the scan; else None."""
     try:
+        if not stat.S_ISREG(os.stat(entry.path).st_mode):
+            return None  # never open a FIFO or a device
         with open(entry.path, "rb") as file:
             data = file.read()
         if data[:2] != b"\xff\xd8" or data.rstrip(b"\0")[-2:] != b"\xff\xd9":
             return None  # not a JPEG, or one cut short: PIL says which
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as image:  # reads the header, not the pixels
-                width, height = image.size
-                limit = Image.MAX_IMAGE_PIXELS
-                if image.mode not in ("RGB", "L") or (limit and width * height > limit):
-                    return None
-                orientation = int(image.getexif().get(0x0112, 1) or 1)
+        # (no warnings filter: it is process-wide, and this runs in threads)
+        with Image.open(io.BytesIO(data)) as image:  # reads the header, not the pixels
+            width, height = image.size
+            limit = min(Image.MAX_IMAGE_PIXELS or GPU_MAX_PIXELS, GPU_MAX_PIXELS)
+            if image.mode not in ("RGB", "L") or width * height > limit:
+                return None
+            orientation = int(image.getexif().get(0x0112, 1) or 1)
     except Exception:  # unreadable, or a header PIL refuses: the CPU way reports why
         return None
     if file_state(entry.path) != (entry.size, entry.mtime_ns):
