@@ -275,3 +275,47 @@ def test_pixels_cross_the_object_store_as_bytes_where_the_transform_allows(
     crossed = np.stack([transit.preprocess(image) for image in images])
     expected = np.stack([encoder.preprocess(image) for image in images])
     assert np.abs(transit.finished(crossed) - expected).max() <= 1e-5
+
+
+def test_texts_are_encoded_on_the_cluster_as_they_are_here(
+    cluster: RayCluster, real_photos: Path, tmp_path: Path, tiny_config: Path
+) -> None:
+    folder = tmp_path / "collection"
+    shutil.copytree(real_photos, folder)
+    lines = [
+        f"caption number {i}: a photo of {w}" for i, w in enumerate(["cat", "dog", "sky", "sea"])
+    ]
+    (folder / "notes.txt").write_text("\n".join([*lines, *lines[:2]]) + "\n", encoding="utf-8")
+    records = [json.dumps({"text": f"record {i} 一只猫 😀"}) for i in range(600)]  # 3 batches
+    (folder / "captions.jsonl").write_text("\n".join(records) + "\n", encoding="utf-8")
+    local = invoke(
+        "ingest", folder, "--texts", "--index-dir", tmp_path / "local", "--model-config",
+        tiny_config, "--json",
+    )  # fmt: skip
+    done = cluster.run(*ray_ingest(cluster, folder, tmp_path / "ray", tiny_config, "--texts"))
+    ours, theirs = json.loads(done.stdout), json.loads(local.stdout)
+    assert ours["encoded_texts"] == theirs["encoded_texts"] == 4 + 600  # repeated lines once
+    by_path = {}
+    for name in ("local", "ray"):
+        vectors = stored_vectors(tmp_path / name, "text")
+        by_path[name] = {p: vectors[i] for p, i in stored_items(tmp_path / name, "text").items()}
+    assert by_path["ray"].keys() == by_path["local"].keys() and len(by_path["ray"]) == 606
+    assert min(float(v @ by_path["local"][p]) for p, v in by_path["ray"].items()) >= 0.99999
+
+
+def test_the_ray_executor_sends_texts_to_the_cluster(tmp_path: Path, tiny_config: Path) -> None:
+    from searchmm.ingest.encoding import LocalTexts, text_encoding
+    from searchmm.ingest.ray_encoding import RayOptions, RayTexts
+    from searchmm.ingest.run import IngestRun
+    from searchmm.ingest.summary import IngestOptions
+    from searchmm.store.store import Store
+
+    store = Store(tmp_path / "store", create=True)
+    try:
+        for ray, kind in ((RayOptions(ADDRESS), RayTexts), (None, LocalTexts)):
+            run = IngestRun(store, lambda _: pytest.fail("no model"), IngestOptions(ray=ray))
+            encoding = text_encoding(run)
+            assert type(encoding) is kind
+            encoding.close()  # nothing was started: nothing connects
+    finally:
+        store.close()

@@ -9,8 +9,9 @@ which stage bounds the ingest.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -121,3 +122,33 @@ def _local_batches(
             )
     finally:
         batches.close()
+
+
+class TextEncoding(Protocol):
+    """Where the texts of an ingest are encoded: `vectors` yields one array per batch, in order."""
+
+    def vectors(self, batches: Sequence[list[str]]) -> Iterator[np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class LocalTexts:
+    """Texts encoded in this process, by the ingest's encoder (loaded on the first batch)."""
+
+    def __init__(self, run: IngestRun) -> None:
+        self.run = run
+
+    def vectors(self, batches: Sequence[list[str]]) -> Iterator[np.ndarray]:
+        return (self.run.load_encoder().encode_texts(texts) for texts in batches)
+
+    def close(self) -> None:
+        pass
+
+
+def text_encoding(run: IngestRun) -> TextEncoding:
+    """The options' place for texts: this process, or the Ray cluster the images go to."""
+    if run.options.ray is not None:
+        from searchmm.ingest.ray_encoding import RayTexts
+
+        return RayTexts(run)
+    return LocalTexts(run)

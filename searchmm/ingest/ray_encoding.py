@@ -188,7 +188,7 @@ class EncoderActor:
     the images of rows that decoded (and are wanted), the texts of rows whose `need_text` says
     so. Pixels stay on the worker; the other columns pass through, with the vectors."""
 
-    def __init__(self, spec: ModelSpec, gpu: bool, transit: Transit) -> None:
+    def __init__(self, spec: ModelSpec, gpu: bool, transit: Transit | None = None) -> None:
         from searchmm.model.loading import load_encoder
 
         if not gpu:  # Ray gives a worker one thread for its CPU share; an encoder has the node's
@@ -207,6 +207,7 @@ class EncoderActor:
             good &= np.asarray(batch.get("need_image", good), dtype=bool)
             out["vector"] = np.zeros((rows, dim), dtype=np.float32)
             if good.any():
+                assert self.transit is not None, "an image dataset's pool is given one"
                 pixels = self.transit.finished(batch["pixels"][good])
                 out["vector"][good] = self.encoder.encode_images(pixels)
         if "text" in batch:
@@ -217,6 +218,49 @@ class EncoderActor:
                 out["text_vector"][wanted] = self.encoder.encode_texts(texts)
         out["encode_s"] = np.full(rows, (time.perf_counter() - started) / max(1, rows))
         return out
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        return self.encoder.encode_texts(texts)
+
+
+class RayTexts:
+    """The texts of a file ingest encoded by actors on the cluster, batches in the order asked
+    (as many in flight as there are actors). The actors start with the first texts to encode
+    and end with the ingest; Ray restarts a lost one and retries its batch."""
+
+    def __init__(self, run: IngestRun) -> None:
+        assert run.options.ray is not None, "chosen by encoding.text_encoding"
+        self.run, self.options = run, run.options.ray
+        self._connection = contextlib.ExitStack()
+        self._actors: list[Any] = []
+        self._pool: Any = None
+
+    def vectors(self, batches: Sequence[list[str]]) -> Iterator[np.ndarray]:
+        pool = self._pool or self._start()
+        return iter(pool.map(lambda actor, texts: actor.encode_texts.remote(texts), batches))
+
+    def _start(self) -> Any:
+        from ray.util import ActorPool
+
+        ray = self._connection.enter_context(connected(self.options.address))
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        actor = ray.remote(
+            num_cpus=ACTOR_CPUS, num_gpus=1 if gpus else 0, max_restarts=-1, max_task_retries=-1
+        )(EncoderActor)
+        spec = self.run.load_encoder().spec
+        self._actors = [
+            actor.remote(spec, gpus > 0) for _ in range(self.options.actors or gpus or 1)
+        ]
+        self._pool = ActorPool(self._actors)
+        return self._pool
+
+    def close(self) -> None:
+        if self._actors:
+            import ray
+
+            for actor in self._actors:
+                ray.kill(actor)
+        self._connection.close()
 
 
 def encoded(batch: dict[str, np.ndarray]) -> EncodedBatch:

@@ -8,10 +8,12 @@ from identical stored texts), and records that are gone are removed. A file's ro
 from __future__ import annotations
 
 import os
+from contextlib import closing
 
 import numpy as np
 
 from searchmm.errors import SourceError
+from searchmm.ingest.encoding import LocalTexts, TextEncoding, text_encoding
 from searchmm.ingest.plan import Encode, FilePlan, RecordTodo, diff_records
 from searchmm.ingest.run import IngestRun
 from searchmm.ingest.summary import Failure
@@ -26,8 +28,13 @@ class TextExecutor:
 
     def __init__(self, run: IngestRun) -> None:
         self.run, self.store, self.summary = run, run.store, run.summary
+        self.encoding: TextEncoding = LocalTexts(run)
 
     def execute(self, plan: FilePlan) -> None:
+        with closing(text_encoding(self.run)) as self.encoding:
+            self._execute(plan)
+
+    def _execute(self, plan: FilePlan) -> None:
         moves = [*plan.touched, *plan.renamed]
         self.store.move_files([([i.id for i in m.stored.items], m.file) for m in moves])
         self.summary.unchanged += sum(len(m.stored.items) for m in plan.touched)
@@ -75,13 +82,15 @@ class TextExecutor:
 
     def _encode(self, path: str, todo: list[RecordTodo]) -> None:
         reusable = self.store.embedded_ids_by_digest(Kind.TEXT, [t.content_digest for t in todo])
-        batch_size = self.run.options.text_batch_size
+        size = self.run.options.text_batch_size
+        chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
+        fresh = [_fresh(chunk, reusable) for chunk in chunks]
+        encoded = self.encoding.vectors([list(texts.values()) for texts in fresh if texts])
         with self.run.bar(len(todo), f"encoding {os.path.basename(path)}", " text") as bar:
-            for start in range(0, len(todo), batch_size):
+            for chunk, texts in zip(chunks, fresh, strict=True):
                 if self.run.stopping():
                     return
-                chunk = todo[start : start + batch_size]
-                vectors = self._vectors(chunk, reusable)
+                vectors = self._vectors(chunk, reusable, texts, next(encoded) if texts else None)
                 self.store.save_texts(
                     path,
                     [
@@ -101,11 +110,17 @@ class TextExecutor:
                 self.summary.new += len(chunk) - changed
                 bar.update(len(chunk))
 
-    def _vectors(self, chunk: list[RecordTodo], reusable: dict[str, int]) -> np.ndarray:
-        """Vectors for a chunk: copied for texts already stored, encoded once per distinct text."""
+    def _vectors(
+        self,
+        chunk: list[RecordTodo],
+        reusable: dict[str, int],
+        fresh: dict[str, str],
+        encoded: np.ndarray | None,
+    ) -> np.ndarray:
+        """Vectors for a chunk: copied for texts already stored, `encoded` for the `fresh` ones
+        (each distinct text once)."""
         contents = [t.content_digest for t in chunk]
         copied = [c for c in dict.fromkeys(contents) if c in reusable]
-        fresh = {t.content_digest: t.record.text for t in chunk if t.content_digest not in reusable}
         by_content: dict[str, np.ndarray] = {}
         if copied:
             ids, vectors = self.store.vectors([reusable[c] for c in copied], self.run.dim())
@@ -113,7 +128,12 @@ class TextExecutor:
             by_content.update((c, by_id[reusable[c]]) for c in copied)
             self.summary.reused += sum(1 for c in contents if c in reusable)
         if fresh:
-            encoded = self.run.load_encoder().encode_texts(list(fresh.values()))
+            assert encoded is not None, "a chunk with fresh texts has their vectors"
             by_content.update(zip(fresh.keys(), encoded, strict=True))
             self.summary.encoded_texts += len(fresh)
         return np.stack([by_content[c] for c in contents])
+
+
+def _fresh(chunk: list[RecordTodo], reusable: dict[str, int]) -> dict[str, str]:
+    """The chunk's texts to encode, once each: content digest -> text."""
+    return {t.content_digest: t.record.text for t in chunk if t.content_digest not in reusable}
