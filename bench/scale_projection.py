@@ -62,10 +62,11 @@ def project(m: dict[str, Any], cores: int, machines: int) -> tuple[list[tuple[st
         spec = choose_spec(each, DIM)
         nlist = nlist_of(spec) or 1
         ram = estimate_bytes(spec, each, DIM)
-        build_h = each * add_us / 1e6 / speedup / 3600
+        lists = nlist / nlist_measured
+        build_h = each * add_us * lists / 1e6 / speedup / 3600
         train_s = m["train_s"] * (nlist / nlist_measured) ** 2 / speedup
         scanned = (n / nlist_measured, each / nlist)
-        query_ms = m["auto"]["p50_ms"] * scanned[1] / scanned[0]
+        query_ms = m["auto"]["p50_ms"] * max(scanned[1] / scanned[0], lists)
         pool = params.rerank_pool(10, each)
         rerank_ms = pool * RERANK_READ_US / 1000
         store_tb = each * STORE_BYTES_PER_VECTOR / 1e12
@@ -94,15 +95,15 @@ def project(m: dict[str, Any], cores: int, machines: int) -> tuple[list[tuple[st
 RULES = [
     "index and its RAM: the engine's own choice for the vectors a machine holds "
     "(`index.specs.choose_spec`) and its estimate (`index.budget.estimate_bytes`: codes, ids, "
-    "inverted-list slack 1.3x, centroids and their HNSW graph).",
-    "adding: the measured FAISS add cost a vector (HNSW quantiser search and 4-bit PQ "
-    "encoding), divided by cores/2: FAISS adds a batch with one OpenMP thread a core, and the "
-    "cost a vector grows only with the logarithm of the list count (HNSW).",
+    "inverted-list slack 1.3x, centroids).",
+    "adding: the measured FAISS add cost a vector (the flat quantiser's scan of every centroid, "
+    "then 4-bit PQ encoding), times lists/measured lists (the scan dominates, and grows with "
+    "the lists), divided by cores/2: FAISS adds a batch with one OpenMP thread a core.",
     "training: k-means over 40 vectors a list costs lists^2: the measured time times "
     "(lists/measured lists)^2, divided by cores/2.",
-    "single query: the index's time grows with the codes scanned (nprobe lists of n/nlist "
-    "codes): the measured p50 times the ratio of list lengths. One thread a query: cores add "
-    "queries per second, not speed.",
+    "single query: the index's time is the centroid scan (grows with the lists) plus the codes "
+    "scanned (nprobe lists of n/nlist codes): the measured p50 times the larger of the two "
+    "ratios. One thread a query: cores add queries per second, not speed.",
     f"re-ranking: the engine re-ranks IndexParams.rerank_pool candidates from the store at "
     f"about {RERANK_READ_US:.0f} us a row (SQLite reads by id, measured at 10M). At 1B this, "
     "not the index, sets the latency: the case for vectors in memory-mapped shards.",
