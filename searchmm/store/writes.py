@@ -127,8 +127,14 @@ class StoreWrites(Database):
         `finish_text_file`: a crash half way through a file is resumed, not taken as done."""
         with self.session() as s, s.begin():
             dtype = _dtype(s)
+            fresh = [record for record in encoded if record.replaces is None]
+            if fresh:  # as save_images does: three multi-row inserts
+                first = int(s.scalar(text(_LAST_ITEM_ID)) or 0) + 1
+                _insert_new(s, [_new_text(first + n, path, r, dtype) for n, r in enumerate(fresh)])
             for record in encoded:
-                row = s.get(ItemRow, record.replaces) if record.replaces is not None else None
+                if record.replaces is None:
+                    continue  # inserted above
+                row = s.get(ItemRow, record.replaces)
                 if row is None:
                     row = ItemRow(kind=Kind.TEXT, path=path, locator=record.locator)
                     s.add(row)
@@ -253,6 +259,28 @@ def _new_image(item_id: int, image: EncodedImage, dtype: str) -> dict[str, Any]:
         "meta": null(),
         "external": False,
         "vector": to_blob(image.vector, dtype),
+    }
+
+
+def _new_text(item_id: int, path: str, record: EncodedText, dtype: str) -> dict[str, Any]:
+    """The columns of a new text record, for `_insert_new` (its file stat is unfinished)."""
+    return {
+        "id": item_id,
+        "kind": Kind.TEXT,
+        "path": path,
+        "locator": record.locator,
+        "text": record.text,
+        "content_digest": record.content_digest,
+        "file_digest": None,
+        "file_size": UNFINISHED,
+        "file_mtime_ns": UNFINISHED,
+        "width": None,
+        "height": None,
+        "status": Status.OK,
+        "error": None,
+        "meta": record.meta,  # as the ORM writes it
+        "external": False,
+        "vector": to_blob(record.vector, dtype),
     }
 
 
