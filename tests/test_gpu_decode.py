@@ -156,4 +156,4 @@ def test_an_ingest_on_cuda_decodes_jpegs_there_and_matches_the_cpu(
         vectors[device] = {path: by_id[item] for path, item in ids.items()}
     assert vectors["cuda"].keys() == vectors["cpu"].keys()
     for path, vector in vectors["cuda"].items():
-        assert float(vector @ vectors["cpu"][path]) >= 0.999, path  # nvJPEG, autocast
+        assert float(vector @ vectors["cpu"][path]) >= 0.99, path  # nvJPEG, bf16 autocast
