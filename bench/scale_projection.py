@@ -105,8 +105,8 @@ RULES = [
     "scanned (nprobe lists of n/nlist codes): the measured p50 times the larger of the two "
     "ratios. One thread a query: cores add queries per second, not speed.",
     f"re-ranking: the engine re-ranks IndexParams.rerank_pool candidates from the store at "
-    f"about {RERANK_READ_US:.0f} us a row (SQLite reads by id, measured at 10M). At 1B this, "
-    "not the index, sets the latency: the case for vectors in memory-mapped shards.",
+    f"about {RERANK_READ_US:.0f} us a row (SQLite reads by id, measured at 10M): at 1B about "
+    "half the index's time, the case for vectors in memory-mapped shards.",
     f"store: {STORE_BYTES_PER_VECTOR} bytes a float16 512-d row (16 kB pages, measured).",
     "N machines: vectors sharded by id, one store and index each, built in parallel; a query "
     "goes to every shard and the N top-k lists are merged (latency: the slowest shard plus "
