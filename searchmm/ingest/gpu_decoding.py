@@ -29,6 +29,7 @@ from searchmm.ingest.run import IngestRun
 from searchmm.model.encoder import Encoder, TorchEncoder
 from searchmm.model.pixels import PixelRecipe
 from searchmm.sources.files import file_state
+from searchmm.sources.images import SWAPPING_ORIENTATIONS, exif_orientation
 from searchmm.sources.scan import FileEntry
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
 READ_THREADS = 4  # reading is waiting on the disk, not the CPU
-SWAPPING = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the image a quarter
 # Larger photos go the CPU way, which decodes them reduced (a batch of full 100 MP decodes
 # would take 30 GB of GPU memory), as do those over PIL's decompression-bomb limit.
 GPU_MAX_PIXELS = 40_000_000
@@ -102,11 +102,11 @@ def _read_ahead(
     pool: ThreadPoolExecutor, entries: Sequence[FileEntry], chunks: list[list[int]]
 ) -> Iterator[list[Jpeg | None]]:
     """Each chunk's files read by the pool while the GPU works on the chunk before."""
-    pending = [pool.map(lambda i: read_jpeg(i, entries[i]), chunks[0])] if chunks else []
-    for number in range(len(chunks)):
-        if number + 1 < len(chunks):
-            pending.append(pool.map(lambda i: read_jpeg(i, entries[i]), chunks[number + 1]))
-        yield list(pending.pop(0))
+    reads = [pool.map(lambda i: read_jpeg(i, entries[i]), chunk) for chunk in chunks[:1]]
+    for chunk in chunks[1:]:
+        reads.append(pool.map(lambda i: read_jpeg(i, entries[i]), chunk))
+        yield list(reads.pop(0))
+    yield from (list(read) for read in reads)
 
 
 def read_jpeg(index: int, entry: FileEntry) -> Jpeg | None:
@@ -125,13 +125,12 @@ def read_jpeg(index: int, entry: FileEntry) -> Jpeg | None:
             limit = min(Image.MAX_IMAGE_PIXELS or GPU_MAX_PIXELS, GPU_MAX_PIXELS)
             if image.mode not in ("RGB", "L") or width * height > limit:
                 return None
-            orientation = int(image.getexif().get(0x0112, 1) or 1)
+            orientation = exif_orientation(image)
     except Exception:  # unreadable, or a header PIL refuses: the CPU way reports why
         return None
     if file_state(entry.path) != (entry.size, entry.mtime_ns):
         return None
-    orientation = orientation if orientation in range(1, 9) else 1
-    size = (height, width) if orientation in SWAPPING else (width, height)
+    size = (height, width) if orientation in SWAPPING_ORIENTATIONS else (width, height)
     return Jpeg(index, data, orientation, size)
 
 
@@ -185,7 +184,7 @@ def _upright(image: torch.Tensor, orientation: int) -> torch.Tensor:
     """(3, H, W) turned as PIL's `exif_transpose` turns the image."""
     import torch
 
-    if orientation in (5, 6, 7, 8):  # a quarter turn, after a mirror for 5 and 7
+    if orientation in SWAPPING_ORIENTATIONS:  # a quarter turn, after a mirror for 5 and 7
         mirrored = image.flip(-1) if orientation in (5, 7) else image
         turns = 1 if orientation in (5, 8) else 3  # counter-clockwise quarter turns
         return torch.rot90(mirrored, turns, dims=(-2, -1))
@@ -201,17 +200,11 @@ def _cropped(image: torch.Tensor, recipe: PixelRecipe) -> torch.Tensor:
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
-    mode = InterpolationMode(recipe.interpolation)
-    s = recipe.size
-    if recipe.squash:
-        squashed: torch.Tensor = F.resize(image, [s, s], interpolation=mode, antialias=True)
-        return squashed
     height, width = image.shape[-2:]
-    short, long = min(height, width), max(height, width)
-    new_long = int(s * long / short)
-    size = [s, new_long] if height <= width else [new_long, s]
-    resized = F.resize(image, size, interpolation=mode, antialias=True)
-    cropped: torch.Tensor = F.center_crop(resized, [s, s])
+    new_width, new_height = recipe.resized_size(int(width), int(height))
+    mode = InterpolationMode(recipe.interpolation)
+    resized = F.resize(image, [new_height, new_width], interpolation=mode, antialias=True)
+    cropped: torch.Tensor = F.center_crop(resized, [recipe.size, recipe.size])
     return cropped
 
 

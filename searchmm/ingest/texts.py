@@ -13,7 +13,7 @@ from contextlib import closing
 import numpy as np
 
 from searchmm.errors import SourceError
-from searchmm.ingest.encoding import LocalTexts, TextEncoding, text_encoding
+from searchmm.ingest.encoding import TextEncoding, text_encoding
 from searchmm.ingest.plan import Encode, FilePlan, RecordTodo, diff_records
 from searchmm.ingest.run import IngestRun
 from searchmm.ingest.summary import Failure
@@ -26,9 +26,10 @@ from searchmm.vocabulary import Kind
 class TextExecutor:
     """Moves, re-reads, encodes and removes text collection files as a `FilePlan` says."""
 
+    encoding: TextEncoding  # set for the length of `execute`
+
     def __init__(self, run: IngestRun) -> None:
         self.run, self.store, self.summary = run, run.store, run.summary
-        self.encoding: TextEncoding = LocalTexts(run)
 
     def execute(self, plan: FilePlan) -> None:
         with closing(text_encoding(self.run)) as self.encoding:

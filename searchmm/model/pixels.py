@@ -69,17 +69,20 @@ class PixelRecipe:
         std = np.asarray(self.std, dtype=np.float32)
         return np.ascontiguousarray(((scaled - mean) / std).transpose(0, 3, 1, 2))
 
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) before the crop: both sides the input size when squashing, else
+        the short side, the long one scaled as torchvision's Resize rounds it."""
+        if self.squash:
+            return self.size, self.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_long = int(self.size * long / short)
+        return (self.size, new_long) if width <= height else (new_long, self.size)
+
     def _resized(self, image: Image.Image) -> Image.Image:
         from PIL import Image
 
         resample = Image.Resampling[self.interpolation.upper()]
-        if self.squash:
-            return image.resize((self.size, self.size), resample)
-        width, height = image.size
-        short, long = (width, height) if width <= height else (height, width)
-        new_long = int(self.size * long / short)
-        new_size = (self.size, new_long) if width <= height else (new_long, self.size)
-        return image.resize(new_size, resample)
+        return image.resize(self.resized_size(*image.size), resample)
 
     def batch(self, images: list[Image.Image]) -> np.ndarray:
         return np.stack([self(image) for image in images])

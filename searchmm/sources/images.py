@@ -21,7 +21,7 @@ from searchmm.sources.files import os_reason
 
 _ORIENTATION_TAG = 0x0112
 # Orientations 5-8 turn the image a quarter: the displayed width is the stored height.
-_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 # Modes PIL's `Image.reduce` handles directly.
 _REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "CMYK", "I", "F"})
 _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -51,7 +51,7 @@ def _too_large(limit: int | None, size: tuple[int, int] | None, detail: str = ""
     return f"image is too large: {what} exceeds the limit of {limit} (decompression bomb?)"
 
 
-def _orientation(img: Image.Image) -> int:
+def exif_orientation(img: Image.Image) -> int:
     """EXIF orientation, or 1 when absent or unreadable (a corrupt EXIF block is not fatal)."""
     try:
         value = img.getexif().get(_ORIENTATION_TAG, 1)
@@ -117,8 +117,8 @@ def _open_and_decode(
             if draft_size and not exact and img.format == "JPEG":
                 img.draft("RGB", (draft_size, draft_size))  # short side stays >= draft_size
             img.load()  # inside the caller's try: a truncated file fails here
-            orientation = _orientation(img)
-            turned = orientation in _SWAPPING_ORIENTATIONS
+            orientation = exif_orientation(img)
+            turned = orientation in SWAPPING_ORIENTATIONS
             if exact:  # what the reference pipelines see: the stored pixels, made RGB
                 return img.convert("RGB"), (size[1], size[0]) if turned else size
             out: Image.Image = _reduce_for(img, draft_size)
