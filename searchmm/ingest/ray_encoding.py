@@ -115,15 +115,21 @@ def on_actors(
 ) -> Any:
     """`decoded` (a Ray Dataset) encoded by a pool of `EncoderActor`s: as many as asked, else
     one per GPU, else one (torch spreads a CPU encoder over its node's cores)."""
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    gpu, count = encoders(ray, options)
     return decoded.map_batches(
         EncoderActor,
-        fn_constructor_kwargs={"spec": spec, "gpu": gpus > 0, "transit": transit},
+        fn_constructor_kwargs={"spec": spec, "gpu": gpu, "transit": transit},
         batch_size=batch,
-        compute=ray.data.ActorPoolStrategy(size=options.actors or gpus or 1),
+        compute=ray.data.ActorPoolStrategy(size=count),
         num_cpus=ACTOR_CPUS,
-        num_gpus=1 if gpus else None,
+        num_gpus=1 if gpu else None,
     )
+
+
+def encoders(ray: Any, options: RayOptions) -> tuple[bool, int]:
+    """Whether encoders get a GPU each (the cluster has GPUs), and how many there are."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    return gpus > 0, options.actors or gpus or 1
 
 
 def seen_from_here(batch: EncodedBatch, entries: Sequence[FileEntry]) -> EncodedBatch:
@@ -243,14 +249,12 @@ class RayTexts:
         from ray.util import ActorPool
 
         ray = self._connection.enter_context(connected(self.options.address))
-        gpus = int(ray.cluster_resources().get("GPU", 0))
+        gpu, count = encoders(ray, self.options)
         actor = ray.remote(
-            num_cpus=ACTOR_CPUS, num_gpus=1 if gpus else 0, max_restarts=-1, max_task_retries=-1
+            num_cpus=ACTOR_CPUS, num_gpus=1 if gpu else 0, max_restarts=-1, max_task_retries=-1
         )(EncoderActor)
         spec = self.run.load_encoder().spec
-        self._actors = [
-            actor.remote(spec, gpus > 0) for _ in range(self.options.actors or gpus or 1)
-        ]
+        self._actors = [actor.remote(spec, gpu) for _ in range(count)]
         self._pool = ActorPool(self._actors)
         return self._pool
 

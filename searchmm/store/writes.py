@@ -91,7 +91,7 @@ class StoreWrites(Database):
             dtype = _dtype(s)
             fresh = [image for image in encoded if image.replaces is None and image.size]
             if fresh:
-                first = int(s.scalar(text(_LAST_ITEM_ID)) or 0) + 1
+                first = _next_item_id(s)
                 _insert_new(s, [_new_image(first + n, i, dtype) for n, i in enumerate(fresh)])
             for image in encoded:
                 if image.replaces is None and image.size:
@@ -129,7 +129,7 @@ class StoreWrites(Database):
             dtype = _dtype(s)
             fresh = [record for record in encoded if record.replaces is None]
             if fresh:  # as save_images does: three multi-row inserts
-                first = int(s.scalar(text(_LAST_ITEM_ID)) or 0) + 1
+                first = _next_item_id(s)
                 _insert_new(s, [_new_text(first + n, path, r, dtype) for n, r in enumerate(fresh)])
             for record in encoded:
                 if record.replaces is None:
@@ -187,7 +187,7 @@ class StoreWrites(Database):
         counts = ImportCounts()
         with self.session() as s, s.begin():
             known = _known_items(s, rows)
-            next_id = int(s.scalar(text(_LAST_ITEM_ID)) or 0) + 1
+            next_id = _next_item_id(s)
             new_items: list[dict[str, Any]] = []
             dtype = _dtype(s)
             for row in rows:
@@ -224,6 +224,13 @@ class StoreWrites(Database):
 
 
 _LAST_ITEM_ID = "SELECT seq FROM sqlite_sequence WHERE name = 'items'"
+
+
+def _next_item_id(s: Session) -> int:
+    """The id the store gives out next: above every id it ever gave (ids are FAISS ids)."""
+    return int(s.scalar(text(_LAST_ITEM_ID)) or 0) + 1
+
+
 _PENDING = b""  # the vector of an item this batch inserts (no stored vector is empty)
 
 
